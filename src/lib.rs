@@ -1,1 +1,9 @@
+//! keyplan: configuration as code for inter-service API keys.
+//!
+//! `keys.toml` declares services, the consumers allowed to call each, and
+//! rotation schedules. [`observe`] reads the authority and the store,
+//! [`plan::plan`] compares them with the declaration (pure, synchronous), and
+//! [`apply`] walks the plan through the providers, deciding nothing.
 
+pub mod provider;
+pub mod secret;

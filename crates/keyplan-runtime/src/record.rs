@@ -479,7 +479,10 @@ mod tests {
     fn tombstone_lists_ids_and_accepts_nothing() {
         let t = AcceptsDocument::tombstone(vec!["k1".into(), "k2".into()]);
         assert!(t.is_tombstone());
-        assert_eq!(t.to_json().unwrap(), r#"{"v":1,"keys":[],"revoking":["k1","k2"]}"#);
+        assert_eq!(
+            t.to_json().unwrap(),
+            r#"{"v":1,"keys":[],"revoking":["k1","k2"]}"#
+        );
         assert_eq!(t.ids().collect::<Vec<_>>(), ["k1", "k2"]);
     }
 
