@@ -177,7 +177,7 @@ impl LocalStore {
 
 #[async_trait]
 impl Store for LocalStore {
-    async fn list(&self, path: &str, decrypt: &Selector) -> Result<Vec<Parameter>> {
+    async fn list(&self, path: &str, decrypt: &Selector<'_>) -> Result<Vec<Parameter>> {
         let index = self.load_index()?;
         let mut names = Vec::new();
         self.walk(&self.dir.parameter_path(path), &mut names)?;
@@ -309,11 +309,6 @@ impl Authority for LocalAuthority {
             updated: now,
         })?;
         Ok(Secret::generate())
-    }
-
-    async fn read_value(&self, id: &str) -> Result<Option<Secret>> {
-        check_id(id)?;
-        Ok(None)
     }
 
     async fn set_expiry(&self, id: &str, expires: Option<Timestamp>) -> Result<()> {
@@ -537,7 +532,6 @@ mod tests {
             authority.mint(&request).await,
             Err(ProviderError::AlreadyExists { .. })
         ));
-        assert!(authority.read_value(&id).await.unwrap().is_none());
         authority.delete(&id).await.unwrap();
         assert!(authority.get(&id).await.unwrap().is_none());
         assert!(authority.get("../../etc/passwd").await.is_err());

@@ -36,7 +36,7 @@ pub enum ProviderError {
 }
 
 /// Chooses the parameters whose values a listing reads (by name).
-pub type Selector = dyn for<'a> Fn(&'a str) -> bool + Sync;
+pub type Selector<'s> = dyn for<'a> Fn(&'a str) -> bool + Sync + 's;
 
 pub type Result<T, E = ProviderError> = std::result::Result<T, E>;
 
@@ -58,7 +58,7 @@ pub trait Store: Send + Sync {
     /// Every parameter below `path`, recursively, in name order. Values are
     /// read only for the names `decrypt` selects, so that consumer keys are
     /// never decrypted by observation.
-    async fn list(&self, path: &str, decrypt: &Selector) -> Result<Vec<Parameter>>;
+    async fn list(&self, path: &str, decrypt: &Selector<'_>) -> Result<Vec<Parameter>>;
 
     /// One parameter with its value, or `None` when absent.
     async fn get(&self, name: &str) -> Result<Option<Parameter>>;
@@ -104,12 +104,10 @@ pub trait Authority: Send + Sync {
     ///
     /// # Errors
     /// [`ProviderError::AlreadyExists`] when the id is taken. A failed or
-    /// timed-out mint may still have happened: callers look the id up first.
+    /// timed-out mint may still have happened: the next plan looks the id up,
+    /// and a key whose value keyplan does not hold is deleted and minted again
+    /// under a new id, so keyplan never needs to read a value back.
     async fn mint(&self, request: &MintRequest) -> Result<Secret>;
-
-    /// The key's value if the authority can still show it (FusionAuth's
-    /// retrievable keys); `None` when it cannot, so keyplan mints again.
-    async fn read_value(&self, id: &str) -> Result<Option<Secret>>;
 
     /// Sets (or clears) the instant after which the authority refuses the key.
     async fn set_expiry(&self, id: &str, expires: Option<Timestamp>) -> Result<()>;
