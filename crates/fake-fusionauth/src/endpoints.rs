@@ -22,10 +22,11 @@ pub struct Endpoint {
 /// Every endpoint of the table, in file order.
 pub fn all() -> &'static [Endpoint] {
     static TABLE: OnceLock<Vec<Endpoint>> = OnceLock::new();
-    TABLE.get_or_init(|| parse(TSV))
+    TABLE.get_or_init(|| parse_table(TSV))
 }
 
-pub(crate) fn parse(tsv: &str) -> Vec<Endpoint> {
+/// Parses a table in the format of `api-endpoints.tsv`.
+pub fn parse_table(tsv: &str) -> Vec<Endpoint> {
     tsv.lines()
         .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
         .skip(1) // the header row
