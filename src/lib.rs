@@ -6,6 +6,8 @@
 //! `apply` walks the plan through the providers, deciding nothing.
 
 pub mod apply;
+pub mod backend;
+pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod fusionauth_endpoints;
@@ -13,5 +15,6 @@ pub mod ids;
 pub mod observe;
 pub mod plan;
 pub mod provider;
+pub mod render;
 pub mod secret;
 pub mod staged;

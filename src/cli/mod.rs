@@ -1,0 +1,132 @@
+//! The command line: one file per subcommand, each thin over the library.
+
+mod apply;
+mod force_unlock;
+mod plan;
+mod status;
+mod validate;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use jiff::Timestamp;
+
+use crate::config::{self, Config, LoadError};
+
+/// Configuration as code for inter-service API keys.
+#[derive(Debug, Parser)]
+#[command(name = "keyplan", version, about, long_about = None)]
+pub struct Cli {
+    /// The keys.toml to use.
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        default_value = "keys.toml"
+    )]
+    pub config: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check keys.toml and report every problem at once; touches nothing remote.
+    Validate,
+    /// Show what apply would do now, and what is waiting.
+    Plan(plan::Args),
+    /// Create, rotate and revoke keys so the store matches keys.toml.
+    Apply(apply::Args),
+    /// A table of every edge: generation, age, state, next step and when.
+    Status(status::Args),
+    /// Clear the apply lock with this id (see the message of a waiting apply).
+    ForceUnlock(force_unlock::Args),
+}
+
+/// Runs a command and returns its exit code.
+///
+/// # Errors
+/// Anything that stops the command; `main` prints the chain.
+pub async fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Validate => validate::run(&cli.config),
+        Command::Plan(args) => plan::run(&cli.config, args).await,
+        Command::Apply(args) => apply::run(&cli.config, args).await,
+        Command::Status(args) => status::run(&cli.config, args).await,
+        Command::ForceUnlock(args) => force_unlock::run(&cli.config, args).await,
+    }
+}
+
+/// Prints an error as `error:` then `Caused by:` lines (stderr).
+pub fn print_error(error: &anyhow::Error) {
+    let mut err = anstream::stderr().lock();
+    let red = anstyle::Style::new()
+        .fg_color(Some(anstyle::AnsiColor::Red.into()))
+        .bold();
+    if let Some(invalid) = error.downcast_ref::<config::ConfigError>() {
+        let _ = write!(err, "{}", invalid.rendered);
+    }
+    let _ = writeln!(err, "{red}error{red:#}: {error}");
+    let mut causes = error.chain().skip(1).peekable();
+    if causes.peek().is_some() {
+        let _ = writeln!(err, "\nCaused by:");
+        for cause in causes {
+            let _ = writeln!(err, "  {cause}");
+        }
+    }
+}
+
+/// Loads keys.toml, printing its warnings to stderr.
+fn load(path: &Path) -> Result<Config> {
+    match config::load(path) {
+        Ok(loaded) => {
+            if !loaded.warnings.is_empty() {
+                let _ = write!(anstream::stderr(), "{}", loaded.warnings);
+            }
+            Ok(loaded.config)
+        }
+        Err(LoadError::Invalid(invalid)) => Err(invalid.into()),
+        Err(e @ LoadError::Read { .. }) => {
+            Err(anyhow::Error::new(e).context("keyplan reads keys.toml from the current directory, or the file given with -c/--config"))
+        }
+    }
+}
+
+/// `--at TIME`: an RFC 3339 instant, or a date (midnight UTC).
+fn parse_at(text: &str) -> Result<Timestamp, String> {
+    if let Ok(t) = text.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    text.parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|d| d.to_zoned_datetime(jiff::tz::TimeZone::UTC).ok())
+        .map(|z| z.timestamp())
+        .ok_or_else(|| format!("{text:?} is not a time: use RFC 3339 such as 2027-03-02T10:00:00Z, or a date such as 2027-03-02"))
+}
+
+/// Observes and plans without the lock (plan, status).
+async fn observe_and_plan(
+    config: &Config,
+    at: Option<Timestamp>,
+) -> Result<(crate::observe::Observed, crate::plan::Plan)> {
+    let backend = crate::backend::Backend::open(config).await?;
+    let observed = crate::observe::observe(
+        &config.layout(),
+        backend.store.as_ref(),
+        backend.authority.as_ref(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "reading the {} and the {}",
+            backend.store.describe(),
+            backend.authority.describe()
+        )
+    })?;
+    let now = at.unwrap_or_else(Timestamp::now);
+    let plan = crate::plan::plan(config, &observed, now);
+    Ok((observed, plan))
+}

@@ -1,0 +1,267 @@
+//! Plans and status as human text.
+//!
+//! Styles are written as ANSI sequences; the CLI prints through `anstream`,
+//! which drops them off a terminal and under NO_COLOR. Key values never reach
+//! this module: plans hold ids and digests only.
+
+use std::fmt::Write as _;
+
+use anstyle::{AnsiColor, Style};
+use jiff::Timestamp;
+use keyplan_runtime::record::{KeyState, digest_prefix};
+
+use crate::config::{Config, Edge};
+use crate::observe::{Observed, Versioned};
+use crate::plan::{ActionKind, Plan};
+
+const ORDER: [ActionKind; 7] = [
+    ActionKind::Create,
+    ActionKind::Stage,
+    ActionKind::Promote,
+    ActionKind::Retire,
+    ActionKind::Replace,
+    ActionKind::Repair,
+    ActionKind::Revoke,
+];
+
+fn style(kind: ActionKind) -> Style {
+    let color = match kind {
+        ActionKind::Create => AnsiColor::Green,
+        ActionKind::Revoke | ActionKind::Replace => AnsiColor::Red,
+        _ => AnsiColor::Yellow,
+    };
+    Style::new().fg_color(Some(color.into()))
+}
+
+fn bold() -> Style {
+    Style::new().bold()
+}
+
+/// An instant as plans show it: minutes, UTC.
+pub fn instant(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%MZ").to_string()
+}
+
+/// "Plan: 3 to create, 1 to revoke." (or "Plan: nothing to do.").
+pub fn summary(plan: &Plan) -> String {
+    let parts: Vec<String> = ORDER
+        .iter()
+        .filter_map(|k| {
+            let n = plan.count(*k);
+            (n > 0).then(|| format!("{n} to {k}"))
+        })
+        .collect();
+    if parts.is_empty() {
+        "Plan: nothing to do.".into()
+    } else {
+        format!("Plan: {}.", parts.join(", "))
+    }
+}
+
+/// The whole plan for a person.
+pub fn plan_human(plan: &Plan, config: &Config) -> String {
+    let mut out = String::new();
+    if plan.is_empty() {
+        let _ = writeln!(
+            out,
+            "No changes: nothing is due in environment {} at {}.",
+            config.environment,
+            instant(plan.now)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "keyplan will make these changes in environment {} (at {}):\n",
+            config.environment,
+            instant(plan.now)
+        );
+        for action in &plan.actions {
+            let s = style(action.kind);
+            let _ = writeln!(
+                out,
+                "  {s}{} {} {}{s:#} gen {}",
+                action.kind.symbol(),
+                action.kind,
+                action.edge,
+                action.generation
+            );
+            let _ = writeln!(out, "      {}", action.reason);
+            if action.kind == ActionKind::Replace {
+                let _ = writeln!(
+                    out,
+                    "      {s}calls with the old key fail until both sides refresh{s:#}"
+                );
+            }
+        }
+    }
+    if !plan.problems.is_empty() {
+        let warn = Style::new().fg_color(Some(AnsiColor::Red.into())).bold();
+        let _ = writeln!(out, "\n{warn}Needs attention:{warn:#}");
+        for p in &plan.problems {
+            let _ = writeln!(out, "  ! {}: {}", p.edge, p.message);
+        }
+    }
+    if !plan.waiting.is_empty() {
+        let _ = writeln!(out, "\nWaiting (not due yet):");
+        let mut waiting = plan.waiting.clone();
+        waiting.sort_by_key(|w| w.due);
+        for w in &waiting {
+            let _ = writeln!(
+                out,
+                "    {} {} at {}: {}",
+                w.kind,
+                w.edge,
+                instant(w.due),
+                w.reason
+            );
+        }
+    }
+    let b = bold();
+    let _ = writeln!(out, "\n{b}{}{b:#}", summary(plan));
+    out
+}
+
+/// One row of `keyplan status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRow {
+    pub edge: Edge,
+    pub generation: String,
+    pub age: String,
+    pub state: String,
+    pub next: String,
+    /// Overdue or stuck: `status --check` exits 2.
+    pub alarm: bool,
+}
+
+/// Every declared or stored edge: generation, age, state, next step and when.
+pub fn status_rows(config: &Config, observed: &Observed, plan: &Plan) -> Vec<StatusRow> {
+    let mut edges: Vec<&Edge> = config.edges.keys().chain(observed.edges.keys()).collect();
+    edges.sort();
+    edges.dedup();
+    edges
+        .into_iter()
+        .map(|edge| {
+            let state = observed.edges.get(edge);
+            let doc = state.and_then(|s| match &s.accepts {
+                Some(Versioned { value: Ok(doc), .. }) => Some(doc),
+                _ => None,
+            });
+            let current = doc.and_then(|d| d.key_in(KeyState::Current));
+            let generation = current.map_or("-".into(), |k| k.generation.to_string());
+            let age = current.map_or("-".into(), |k| {
+                let secs = plan.now.duration_since(k.staged).as_secs().max(0);
+                crate::duration::format(jiff::SignedDuration::from_secs(if secs >= 86_400 {
+                    secs / 86_400 * 86_400
+                } else if secs >= 3600 {
+                    secs / 3600 * 3600
+                } else {
+                    secs / 60 * 60
+                }))
+            });
+            let label = match doc {
+                None if state.is_some_and(|s| {
+                    matches!(&s.accepts, Some(Versioned { value: Err(_), .. }))
+                }) =>
+                {
+                    "unreadable".into()
+                }
+                None => "absent".into(),
+                Some(d) if d.is_tombstone() => "revoking".into(),
+                Some(d) => {
+                    let mut parts: Vec<String> = Vec::new();
+                    if let Some(k) = d.key_in(KeyState::Current) {
+                        parts.push(format!("current {}", digest_prefix(&k.sha256)));
+                    }
+                    if let Some(k) = d.key_in(KeyState::Pending) {
+                        parts.push(format!("pending gen {}", k.generation));
+                    }
+                    if let Some(k) = d.key_in(KeyState::Previous) {
+                        parts.push(format!(
+                            "previous gen {} until {}",
+                            k.generation,
+                            k.until.map_or("?".into(), instant)
+                        ));
+                    }
+                    parts.join(", ")
+                }
+            };
+            let label = if config.edges.contains_key(edge) {
+                label
+            } else {
+                format!("{label} (not declared)")
+            };
+            let action = plan.actions.iter().find(|a| &a.edge == edge);
+            let waiting = plan
+                .waiting
+                .iter()
+                .filter(|w| &w.edge == edge)
+                .min_by_key(|w| w.due);
+            let problem = plan.problems.iter().find(|p| &p.edge == edge);
+            let (next, alarm) = if let Some(p) = problem {
+                (format!("stuck: {}", p.message), true)
+            } else if let Some(a) = action {
+                let overdue = matches!(
+                    a.kind,
+                    ActionKind::Stage | ActionKind::Promote | ActionKind::Retire
+                );
+                (format!("{} due now", a.kind), overdue)
+            } else if let Some(w) = waiting {
+                (format!("{} at {}", w.kind, instant(w.due)), false)
+            } else {
+                ("-".into(), false)
+            };
+            StatusRow {
+                edge: edge.clone(),
+                generation,
+                age,
+                state: label,
+                next,
+                alarm,
+            }
+        })
+        .collect()
+}
+
+/// The status table.
+pub fn status_table(rows: &[StatusRow]) -> String {
+    let header = ["EDGE", "GEN", "AGE", "STATE", "NEXT"];
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.edge.to_string(),
+                r.generation.clone(),
+                r.age.clone(),
+                r.state.clone(),
+                r.next.clone(),
+            ]
+        })
+        .collect();
+    let mut width = header.map(str::len);
+    for row in &cells {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, row: [&str; 5]| {
+        let _ = writeln!(
+            out,
+            "{:<w0$}  {:>w1$}  {:>w2$}  {:<w3$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            w0 = width[0],
+            w1 = width[1],
+            w2 = width[2],
+            w3 = width[3]
+        );
+    };
+    line(&mut out, header);
+    for row in &cells {
+        line(&mut out, [&row[0], &row[1], &row[2], &row[3], &row[4]]);
+    }
+    out
+}
