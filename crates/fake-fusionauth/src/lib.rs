@@ -260,6 +260,12 @@ impl FakeFusionAuth {
     }
 }
 
+// Tests keep one fake per test binary in a `static`.
+const _: fn() = || {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<FakeFusionAuth>();
+};
+
 impl Drop for FakeFusionAuth {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {

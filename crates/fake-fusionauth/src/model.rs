@@ -115,6 +115,34 @@ impl SeedKey {
             ..SeedKey::default()
         }
     }
+
+    /// Limits the key to these endpoints and methods (else it is a super key).
+    pub fn limited_to(mut self, endpoints: &[(&str, &[&str])]) -> SeedKey {
+        self.endpoints = Some(
+            endpoints
+                .iter()
+                .map(|(e, methods)| {
+                    (
+                        e.to_string(),
+                        methods.iter().map(|m| m.to_string()).collect(),
+                    )
+                })
+                .collect(),
+        );
+        self
+    }
+
+    /// Scopes the key to a tenant (the tenant is added if new).
+    pub fn in_tenant(mut self, tenant: Uuid) -> SeedKey {
+        self.tenant_id = Some(tenant);
+        self
+    }
+
+    /// Expires the key at this instant (epoch milliseconds).
+    pub fn expiring_at(mut self, epoch_millis: i64) -> SeedKey {
+        self.expiration_instant = Some(epoch_millis);
+        self
+    }
 }
 
 /// Which requests a fault applies to.

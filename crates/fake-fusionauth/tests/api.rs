@@ -127,10 +127,7 @@ fn expired_keys_get_401_until_extended() {
     assert_eq!(probe().status, 200);
 
     let manager = "expired-manager";
-    fake.seed_key(SeedKey {
-        expiration_instant: Some(T0),
-        ..SeedKey::manager(manager)
-    });
+    fake.seed_key(SeedKey::manager(manager).expiring_at(T0));
     fake.send("GET", &path_of(&key), Some(manager), &[], None)
         .assert_empty(401);
 }
@@ -434,16 +431,7 @@ fn tenant_scoped_keys_and_the_tenant_header() {
 fn a_manager_acts_only_within_its_own_authority() {
     let fake = Fake::start();
     let limited = "limited-manager";
-    fake.seed_key(SeedKey {
-        endpoints: Some(
-            [(
-                "/api/user".to_string(),
-                ["GET".to_string(), "POST".to_string()].into(),
-            )]
-            .into(),
-        ),
-        ..SeedKey::manager(limited)
-    });
+    fake.seed_key(SeedKey::manager(limited).limited_to(&[("/api/user", &["GET", "POST"])]));
     let within = key_doc("within", json!({"/api/user": ["GET"]}));
     let key = fake
         .send("POST", "/api/api-key", Some(limited), &[], Some(&within))
