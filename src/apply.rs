@@ -21,11 +21,11 @@ use crate::secret::Secret;
 use crate::staged::{Intent, StagedRecord};
 
 /// The executor's clock: an origin (the wall clock, or `--at`) advancing with
-/// real time.
+/// real time, or standing still for simulations.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     origin: Timestamp,
-    started: Instant,
+    started: Option<Instant>,
 }
 
 impl Clock {
@@ -38,14 +38,26 @@ impl Clock {
     pub fn starting_at(origin: Timestamp) -> Self {
         Self {
             origin,
-            started: Instant::now(),
+            started: Some(Instant::now()),
         }
     }
 
+    /// Always `at`: simulations advance time themselves.
+    pub fn fixed(at: Timestamp) -> Self {
+        Self {
+            origin: at,
+            started: None,
+        }
+    }
+
+    /// The current instant, to the second (stamps in the store stay short).
     pub fn now(&self) -> Timestamp {
-        let elapsed =
-            SignedDuration::try_from(self.started.elapsed()).unwrap_or(SignedDuration::ZERO);
-        self.origin + elapsed
+        let elapsed = self
+            .started
+            .and_then(|s| SignedDuration::try_from(s.elapsed()).ok())
+            .unwrap_or(SignedDuration::ZERO);
+        let now = self.origin + elapsed;
+        Timestamp::from_second(now.as_second()).unwrap_or(now)
     }
 }
 
@@ -202,6 +214,7 @@ pub struct Executor<'a> {
     pub failpoints: Failpoints,
     pub lease: Option<Lease<'a>>,
     writes: u64,
+    written: BTreeMap<String, Option<u64>>,
 }
 
 impl<'a> Executor<'a> {
@@ -223,6 +236,7 @@ impl<'a> Executor<'a> {
             failpoints: Failpoints::none(),
             lease: None,
             writes: 0,
+            written: BTreeMap::new(),
         }
     }
 
@@ -237,6 +251,18 @@ impl<'a> Executor<'a> {
         mut on_done: impl FnMut(&Action),
     ) -> Result<Applied, ApplyError> {
         let mut applied = Applied::default();
+        if !plan.actions.is_empty() {
+            // Before the first write: an apply that stops halfway leaves a
+            // record that promises nothing, so the next one does not wait for
+            // versions this one may have overwritten or deleted.
+            self.write_last_apply(BTreeMap::new())
+                .await
+                .map_err(|source| ApplyError::Step {
+                    action: "apply".into(),
+                    step: "record that an apply started".into(),
+                    source,
+                })?;
+        }
         for action in &plan.actions {
             let mut context = ActionContext::default();
             for step in &action.steps {
@@ -286,8 +312,7 @@ impl<'a> Executor<'a> {
                     intent: intent.clone(),
                     key: None,
                 };
-                self.store
-                    .put(&staged_name, &record.to_secret(), None)
+                self.put(&staged_name, &record.to_secret(), None)
                     .await
                     .map_err(failed)?;
                 context.intent = Some(intent.clone());
@@ -320,8 +345,7 @@ impl<'a> Executor<'a> {
                     intent,
                     key: Some(key),
                 };
-                self.store
-                    .put(&staged_name, &record.to_secret(), None)
+                self.put(&staged_name, &record.to_secret(), None)
                     .await
                     .map_err(failed)?;
             }
@@ -378,8 +402,7 @@ impl<'a> Executor<'a> {
                 let fingerprint =
                     Fingerprint::new(&edge.service, &edge.consumer, *generation, &key.digest());
                 let name = self.layout.consumer_key(&edge.consumer, &edge.service);
-                self.store
-                    .put(&name, &key, Some(&fingerprint.to_string()))
+                self.put(&name, &key, Some(&fingerprint.to_string()))
                     .await
                     .map_err(failed)?;
             }
@@ -390,28 +413,80 @@ impl<'a> Executor<'a> {
             Step::DeleteAuthorityKey { id } => self.authority.delete(id).await.map_err(failed)?,
             Step::DeleteConsumerKey => {
                 let name = self.layout.consumer_key(&edge.consumer, &edge.service);
-                self.store.delete(&name).await.map_err(failed)?;
+                self.delete(&name).await.map_err(failed)?;
             }
-            Step::DeleteStaged => self.store.delete(&staged_name).await.map_err(failed)?,
+            Step::DeleteStaged => self.delete(&staged_name).await.map_err(failed)?,
             Step::DeleteAccepts => {
                 let name = self.layout.accepts(&edge.service, &edge.consumer);
-                self.store.delete(&name).await.map_err(failed)?;
+                self.delete(&name).await.map_err(failed)?;
             }
         }
         Ok(())
     }
 
     async fn put_accepts(
-        &self,
+        &mut self,
         edge: &Edge,
         document: &AcceptsDocument,
     ) -> Result<(), Result<ProviderError, String>> {
         let text = document.to_json().map_err(|e| Err(e.to_string()))?;
         let name = self.layout.accepts(&edge.service, &edge.consumer);
-        self.store
-            .put(&name, &Secret::new(text), None)
+        self.put(&name, &Secret::new(text), None)
             .await
             .map_err(Ok)?;
+        Ok(())
+    }
+
+    /// A store write, remembered for the last-apply record.
+    async fn put(
+        &mut self,
+        name: &str,
+        value: &Secret,
+        description: Option<&str>,
+    ) -> Result<(), ProviderError> {
+        let version = self.store.put(name, value, description).await?;
+        self.written.insert(name.to_owned(), Some(version));
+        Ok(())
+    }
+
+    /// A store delete, remembered for the last-apply record.
+    async fn delete(&mut self, name: &str) -> Result<(), ProviderError> {
+        self.store.delete(name).await?;
+        self.written.insert(name.to_owned(), None);
+        Ok(())
+    }
+
+    /// Records what this apply wrote at `{root}/keyplan/last-apply`, so that
+    /// the next apply waits until the store shows it. Nothing to record after
+    /// an apply that wrote nothing.
+    ///
+    /// # Errors
+    /// The store's failure.
+    pub async fn record_last_apply(&mut self) -> Result<(), ProviderError> {
+        if self.written.is_empty() {
+            return Ok(());
+        }
+        let written = std::mem::take(&mut self.written);
+        self.write_last_apply(written).await
+    }
+
+    async fn write_last_apply(
+        &self,
+        written: BTreeMap<String, Option<u64>>,
+    ) -> Result<(), ProviderError> {
+        let record = crate::observe::LastApply {
+            lock: self
+                .lease
+                .as_ref()
+                .map(|l| l.record().id.clone())
+                .unwrap_or_default(),
+            finished: Timestamp::now(),
+            written,
+        };
+        let text = serde_json::to_string(&record).expect("the last-apply record serializes");
+        self.store
+            .put(&self.layout.last_apply(), &Secret::new(text), None)
+            .await?;
         Ok(())
     }
 
@@ -467,4 +542,99 @@ fn step_name(step: &Step) -> &'static str {
         Step::DeleteStaged => "delete the staged record",
         Step::DeleteAccepts => "delete the accepts document",
     }
+}
+
+/// Observes, and if the store does not yet show what the last apply wrote
+/// (SSM does not promise read-your-writes between processes), observes again
+/// until it does or `patience` runs out. A parameter deleted and written again
+/// by an apply that stopped halfway can look like lag forever, so after
+/// `patience` the observation is used as it is, with a warning on stderr.
+///
+/// # Errors
+/// A provider failure.
+pub async fn observe_caught_up(
+    layout: &Layout,
+    store: &dyn Store,
+    authority: &dyn Authority,
+    patience: std::time::Duration,
+) -> Result<crate::observe::Observed, ProviderError> {
+    let started = Instant::now();
+    loop {
+        let observed = crate::observe::observe(layout, store, authority).await?;
+        let lagging = observed.lagging();
+        if lagging.is_empty() {
+            return Ok(observed);
+        }
+        if started.elapsed() >= patience {
+            eprintln!(
+                "warning: the {} still shows older versions than the last apply wrote ({}); planning with what it shows",
+                store.describe(),
+                lagging.join(", ")
+            );
+            return Ok(observed);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// One unattended apply in process (cron, simulations): take the lock,
+/// observe, plan at the clock's instant, carry it out, record what was
+/// written, release the lock. With `forced` edges it stages those now and
+/// touches nothing else (`keyplan rotate`).
+///
+/// # Errors
+/// The lock, a provider failure, or a failpoint; the lock is released.
+pub async fn apply_once(
+    config: &crate::config::Config,
+    store: &dyn Store,
+    authority: &dyn Authority,
+    lock: &dyn Lock,
+    clock: Clock,
+    failpoints: Failpoints,
+    forced: &BTreeMap<Edge, crate::plan::Force>,
+) -> anyhow::Result<(Plan, Applied)> {
+    let lease = Lease::acquire(lock, "apply", SignedDuration::from_mins(10)).await?;
+    let layout = config.layout();
+    let observed = match observe_caught_up(
+        &layout,
+        store,
+        authority,
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    {
+        Ok(observed) => observed,
+        Err(e) => {
+            let _ = lease.release().await;
+            return Err(e.into());
+        }
+    };
+    let mut plan = crate::plan::plan_with(config, &observed, clock.now(), forced);
+    if !forced.is_empty() {
+        crate::plan::restrict(&mut plan, &forced.keys().cloned().collect());
+    }
+    let mut executor = Executor::new(
+        layout,
+        config.environment.clone(),
+        config.namespace.to_string(),
+        store,
+        authority,
+        clock,
+    );
+    executor.failpoints = failpoints;
+    executor.lease = Some(lease);
+    let result = executor.execute(&plan, |_| {}).await;
+    let recorded = match &result {
+        Ok(_) => executor
+            .record_last_apply()
+            .await
+            .map_err(anyhow::Error::from),
+        Err(_) => Ok(()),
+    };
+    if let Some(lease) = executor.lease.take() {
+        lease.release().await?;
+    }
+    let applied = result?;
+    recorded?;
+    Ok((plan, applied))
 }

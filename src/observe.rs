@@ -52,6 +52,38 @@ pub struct Observed {
     pub parameter_count: u64,
     /// The newest timestamp found in the store (`apply --at` may not go before it).
     pub newest_stamp: Option<Timestamp>,
+    /// Every parameter's version, by name.
+    pub versions: BTreeMap<String, u64>,
+    /// What the last apply wrote, if it said.
+    pub last_apply: Option<LastApply>,
+}
+
+/// What an apply wrote: names and versions (`None`: deleted). The next apply
+/// waits until the store shows at least this, since SSM does not promise
+/// read-your-writes between processes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LastApply {
+    pub lock: String,
+    pub finished: Timestamp,
+    pub written: BTreeMap<String, Option<u64>>,
+}
+
+impl Observed {
+    /// The parameters the last apply wrote that the store does not show yet
+    /// at the version it wrote. Deletions are not checked: a later apply that
+    /// stopped halfway may have written the name again.
+    pub fn lagging(&self) -> Vec<String> {
+        let Some(last) = &self.last_apply else {
+            return Vec::new();
+        };
+        last.written
+            .iter()
+            .filter(|(name, version)| {
+                version.is_some_and(|v| self.versions.get(*name).is_none_or(|seen| *seen < v))
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
 }
 
 impl Observed {
@@ -73,7 +105,11 @@ pub async fn observe(
     let decrypt = |name: &str| {
         matches!(
             layout.classify(name),
-            Some(ParameterRole::Accepts { .. } | ParameterRole::Staged { .. })
+            Some(
+                ParameterRole::Accepts { .. }
+                    | ParameterRole::Staged { .. }
+                    | ParameterRole::LastApply
+            )
         )
     };
     let parameters = store.list(layout.root(), &decrypt).await?;
@@ -83,6 +119,9 @@ pub async fn observe(
     };
     let mut stamps = Vec::new();
     for parameter in parameters {
+        observed
+            .versions
+            .insert(parameter.name.clone(), parameter.version);
         let Some(role) = layout.classify(&parameter.name) else {
             observed.foreign.push(parameter.name);
             continue;
@@ -144,6 +183,12 @@ pub async fn observe(
                 });
             }
             ParameterRole::Lock => {}
+            ParameterRole::LastApply => {
+                observed.last_apply = parameter
+                    .value
+                    .as_ref()
+                    .and_then(|v| serde_json::from_str(v.expose()).ok());
+            }
         }
     }
     observed.newest_stamp = stamps.into_iter().max();

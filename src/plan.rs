@@ -150,6 +150,8 @@ pub struct Action {
     pub reason: String,
     /// The generation the action is about.
     pub generation: u64,
+    /// Since when it has been due (`status --check` flags what waits too long).
+    pub due: Timestamp,
     pub steps: Vec<Step>,
 }
 
@@ -320,13 +322,21 @@ struct EdgePlanner<'a> {
 }
 
 impl EdgePlanner<'_> {
-    fn act(&mut self, kind: ActionKind, generation: u64, reason: String, steps: Vec<Step>) {
+    fn act(
+        &mut self,
+        kind: ActionKind,
+        generation: u64,
+        due: Timestamp,
+        reason: String,
+        steps: Vec<Step>,
+    ) {
         if !steps.is_empty() {
             self.out.actions.push(Action {
                 edge: self.edge.clone(),
                 kind,
                 reason,
                 generation,
+                due,
                 steps,
             });
         }
@@ -440,6 +450,7 @@ impl EdgePlanner<'_> {
             return self.act(
                 ActionKind::Repair,
                 pending.generation,
+                self.now,
                 format!(
                     "pending key gen {} has no staged record; it is dropped",
                     pending.generation
@@ -467,6 +478,7 @@ impl EdgePlanner<'_> {
             return self.act(
                 ActionKind::Retire,
                 previous.generation,
+                until,
                 format!("previous until {}", stamp(until)),
                 steps,
             );
@@ -501,7 +513,7 @@ impl EdgePlanner<'_> {
                 Force::Immediately => (
                     Mode::Immediately,
                     ActionKind::Replace,
-                    "forced by keyplan rotate --immediately: calls with the old key fail until the consumer refreshes",
+                    "forced by keyplan rotate --immediately",
                 ),
             };
             return self.start(mode, kind, reason.into(), self.now);
@@ -565,7 +577,7 @@ impl EdgePlanner<'_> {
             _ => None,
         };
         steps.extend(self.after_mint(&intent, accepts, None));
-        self.act(kind, generation, reason, steps);
+        self.act(kind, generation, due, reason, steps);
     }
 
     /// The writes that follow a mint (or find the key in the staged record),
@@ -671,7 +683,7 @@ impl EdgePlanner<'_> {
                 "finishing an interrupted {} ({})",
                 intent.mode, intent.reason
             );
-            return self.act(kind, generation, reason, steps);
+            return self.act(kind, generation, intent.due, reason, steps);
         }
         let digest = view.key_digest.clone().unwrap_or_default();
         let entry = accepts.and_then(|d| d.keys.iter().find(|k| k.id == id));
@@ -691,11 +703,17 @@ impl EdgePlanner<'_> {
                 if self.consumer_has(&digest) {
                     steps.retain(|s| !matches!(s, Step::WriteConsumerKey { .. }));
                 }
-                self.act(kind, generation, interrupted, steps);
+                self.act(kind, generation, intent.due, interrupted, steps);
             }
             (_, None) => {
                 let steps = self.after_mint(intent, accepts, None);
-                self.act(ActionKind::Stage, generation, interrupted, steps);
+                self.act(
+                    ActionKind::Stage,
+                    generation,
+                    intent.due,
+                    interrupted,
+                    steps,
+                );
             }
             (_, Some(KeyState::Pending)) => {
                 let entry = entry.expect("matched Some");
@@ -744,7 +762,7 @@ impl EdgePlanner<'_> {
                         ""
                     }
                 );
-                self.act(ActionKind::Promote, generation, reason, steps);
+                self.act(ActionKind::Promote, generation, due, reason, steps);
             }
             (_, Some(KeyState::Current)) => {
                 let accepts = accepts.expect("an entry was found in it");
@@ -762,7 +780,13 @@ impl EdgePlanner<'_> {
                         });
                     }
                     if self.now < until {
-                        self.act(ActionKind::Repair, generation, interrupted, steps);
+                        self.act(
+                            ActionKind::Repair,
+                            generation,
+                            intent.due,
+                            interrupted,
+                            steps,
+                        );
                         return self.wait(
                             ActionKind::Retire,
                             until,
@@ -784,6 +808,7 @@ impl EdgePlanner<'_> {
                     return self.act(
                         ActionKind::Retire,
                         generation,
+                        until,
                         format!("previous until {}", stamp(until)),
                         steps,
                     );
@@ -804,7 +829,13 @@ impl EdgePlanner<'_> {
                     });
                 }
                 steps.push(Step::DeleteStaged);
-                self.act(ActionKind::Retire, generation, interrupted, steps);
+                self.act(
+                    ActionKind::Retire,
+                    generation,
+                    intent.due,
+                    interrupted,
+                    steps,
+                );
             }
             (_, Some(KeyState::Previous)) => {
                 self.problem(format!("the staged key gen {generation} is listed as previous; keyplan leaves the edge alone"));
@@ -854,6 +885,19 @@ impl EdgePlanner<'_> {
             steps.push(Step::DeleteAccepts);
         }
         let generation = self.highest_generation();
-        self.act(ActionKind::Revoke, generation, reason.to_owned(), steps);
+        self.act(
+            ActionKind::Revoke,
+            generation,
+            self.now,
+            reason.to_owned(),
+            steps,
+        );
     }
+}
+
+/// Keeps only the actions and waiting steps of `edges` (for `keyplan rotate`).
+pub fn restrict(plan: &mut Plan, edges: &BTreeSet<Edge>) {
+    plan.actions.retain(|a| edges.contains(&a.edge));
+    plan.waiting.retain(|w| edges.contains(&w.edge));
+    plan.problems.retain(|p| edges.contains(&p.edge));
 }

@@ -132,7 +132,7 @@ fn a_held_lock_names_its_holder_and_force_unlock_clears_it() {
         "{err}"
     );
     assert!(
-        ws.parameters().len() == 1,
+        ws.parameters().is_empty(),
         "nothing but the lock was written"
     );
 

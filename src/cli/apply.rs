@@ -8,35 +8,49 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::apply::{Clock, Executor, Failpoints, Lease};
 use crate::backend::Backend;
-use crate::plan::ActionKind;
+use std::collections::BTreeMap;
+
+use crate::config::Edge;
+use crate::plan::{ActionKind, Force};
 
 /// How long the apply lock is held without renewal; renewed at a third.
 const LEASE: SignedDuration = SignedDuration::from_mins(10);
 /// `--at` further than this from the wall clock earns a warning.
 const FAR: SignedDuration = SignedDuration::from_hours(1);
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub struct Args {
     /// Apply without asking (for pipelines and cron).
     #[arg(long)]
-    auto_approve: bool,
+    pub auto_approve: bool,
     /// Allow revokes without a prompt: keys of edges removed from keys.toml are deleted.
     #[arg(long)]
-    allow_revoke: bool,
+    pub allow_revoke: bool,
     /// Apply as of this instant (RFC 3339 or a date); the clock then advances with real time.
     #[arg(long, value_parser = super::parse_at)]
-    at: Option<Timestamp>,
+    pub at: Option<Timestamp>,
 }
 
 pub async fn run(path: &Path, args: Args) -> Result<u8> {
     let config = super::load(path)?;
+    run_with(&config, &args, &BTreeMap::new()).await
+}
+
+/// Applies, staging `forced` edges now (`keyplan rotate`, which touches
+/// nothing else) or the whole plan when `forced` is empty.
+pub async fn run_with(
+    config: &crate::config::Config,
+    args: &Args,
+    forced: &BTreeMap<Edge, Force>,
+) -> Result<u8> {
+    let config = config.clone();
     let backend = Backend::open(&config).await?;
     let lease = Lease::acquire(backend.lock.as_ref(), "apply", LEASE)
         .await
         .with_context(|| format!("taking the apply lock in the {}", backend.store.describe()))?;
     let lock_id = lease.record().id.clone();
     let outcome = tokio::select! {
-        outcome = apply_locked(&config, &backend, lease, &args) => outcome,
+        outcome = apply_locked(&config, &backend, lease, args, forced) => outcome,
         _ = tokio::signal::ctrl_c() => {
             let released = backend.lock.force_unlock(&lock_id).await;
             eprintln!("interrupted: stopped before the next write{}; the next apply finishes the job",
@@ -52,8 +66,9 @@ async fn apply_locked<'a>(
     backend: &'a Backend,
     lease: Lease<'a>,
     args: &Args,
+    forced: &BTreeMap<Edge, Force>,
 ) -> Result<u8> {
-    let result = apply_with_lease(config, backend, lease, args).await;
+    let result = apply_with_lease(config, backend, lease, args, forced).await;
     match result {
         Ok((code, lease)) => {
             lease
@@ -78,6 +93,7 @@ async fn apply_with_lease<'a>(
     backend: &'a Backend,
     lease: Lease<'a>,
     args: &Args,
+    forced: &BTreeMap<Edge, Force>,
 ) -> Outcome<'a> {
     macro_rules! check {
         ($e:expr) => {
@@ -89,13 +105,18 @@ async fn apply_with_lease<'a>(
     }
     let layout = config.layout();
     let observed = check!(
-        crate::observe::observe(&layout, backend.store.as_ref(), backend.authority.as_ref())
-            .await
-            .with_context(|| format!(
-                "reading the {} and the {}",
-                backend.store.describe(),
-                backend.authority.describe()
-            ))
+        crate::apply::observe_caught_up(
+            &layout,
+            backend.store.as_ref(),
+            backend.authority.as_ref(),
+            std::time::Duration::from_secs(30)
+        )
+        .await
+        .with_context(|| format!(
+            "reading the {} and the {}",
+            backend.store.describe(),
+            backend.authority.describe()
+        ))
     );
     let wall = Timestamp::now();
     let now = args.at.unwrap_or(wall);
@@ -119,7 +140,10 @@ async fn apply_with_lease<'a>(
             );
         }
     }
-    let plan = crate::plan::plan(config, &observed, now);
+    let mut plan = crate::plan::plan_with(config, &observed, now, forced);
+    if !forced.is_empty() {
+        crate::plan::restrict(&mut plan, &forced.keys().cloned().collect());
+    }
     check!(write!(
         anstream::stdout(),
         "{}",
@@ -171,7 +195,17 @@ async fn apply_with_lease<'a>(
             eprintln!("  done: {} {}", action.kind, action.edge);
         })
         .await;
+    let recorded = match &result {
+        Ok(_) => executor.record_last_apply().await,
+        Err(_) => Ok(()),
+    };
     let lease = executor.lease.take().expect("the lease was given");
+    if let Err(e) = recorded {
+        return Err((
+            anyhow::Error::new(e).context("recording what this apply wrote"),
+            Some(lease),
+        ));
+    }
     match result {
         Ok(applied) => {
             let parts: Vec<String> = applied.actions.iter().map(|(k, n)| format!("{n} {k}")).collect();

@@ -3,6 +3,7 @@
 mod apply;
 mod force_unlock;
 mod plan;
+mod rotate;
 mod status;
 mod validate;
 
@@ -40,6 +41,9 @@ pub enum Command {
     Plan(plan::Args),
     /// Create, rotate and revoke keys so the store matches keys.toml.
     Apply(apply::Args),
+    /// Stage a new key now on an edge, a service's edges or a consumer's edges
+    /// (under the lock; edges already rotating are left to finish).
+    Rotate(rotate::RotateArgs),
     /// A table of every edge: generation, age, state, next step and when.
     Status(status::Args),
     /// Clear the apply lock with this id (see the message of a waiting apply).
@@ -55,6 +59,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Validate => validate::run(&cli.config),
         Command::Plan(args) => plan::run(&cli.config, args).await,
         Command::Apply(args) => apply::run(&cli.config, args).await,
+        Command::Rotate(args) => rotate::run(&cli.config, args).await,
         Command::Status(args) => status::run(&cli.config, args).await,
         Command::ForceUnlock(args) => force_unlock::run(&cli.config, args).await,
     }
@@ -129,4 +134,12 @@ async fn observe_and_plan(
     let now = at.unwrap_or_else(Timestamp::now);
     let plan = crate::plan::plan(config, &observed, now);
     Ok((observed, plan))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

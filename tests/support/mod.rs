@@ -97,7 +97,8 @@ impl Workspace {
         }
     }
 
-    /// Every parameter file of the store: name -> value.
+    /// Every parameter file of the store (keyplan's own lock and last-apply
+    /// record left out): name -> value.
     pub fn parameters(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         let root = self.store();
@@ -112,7 +113,9 @@ impl Workspace {
                     stack.push(path);
                 } else if !entry.file_name().to_string_lossy().starts_with('.') {
                     let name = format!("/{}", path.strip_prefix(&root).unwrap().display());
-                    out.insert(name, std::fs::read_to_string(&path).unwrap());
+                    if !name.ends_with("/keyplan/lock") && !name.ends_with("/keyplan/last-apply") {
+                        out.insert(name, std::fs::read_to_string(&path).unwrap());
+                    }
                 }
             }
         }

@@ -70,6 +70,8 @@ pub enum ParameterRole {
     Staged { service: String, consumer: String },
     /// `{root}/keyplan/lock`
     Lock,
+    /// `{root}/keyplan/last-apply`
+    LastApply,
 }
 
 impl Layout {
@@ -116,6 +118,12 @@ impl Layout {
         format!("{}/keyplan/lock", self.root)
     }
 
+    /// What the last apply wrote (names and versions), so the next one can
+    /// wait until the store shows it (keyplan's own; nothing secret).
+    pub fn last_apply(&self) -> String {
+        format!("{}/keyplan/last-apply", self.root)
+    }
+
     /// The role of a parameter named `name`, or `None` when it is not one of
     /// keyplan's (or lies outside this environment).
     pub fn classify(&self, name: &str) -> Option<ParameterRole> {
@@ -135,6 +143,7 @@ impl Layout {
                 consumer: (*consumer).to_owned(),
             },
             ["keyplan", "lock"] => ParameterRole::Lock,
+            ["keyplan", "last-apply"] => ParameterRole::LastApply,
             _ => return None,
         };
         let names_ok = match &role {
@@ -143,7 +152,7 @@ impl Layout {
             | ParameterRole::Staged { service, consumer } => {
                 !service.is_empty() && !consumer.is_empty()
             }
-            ParameterRole::Lock => true,
+            ParameterRole::Lock | ParameterRole::LastApply => true,
         };
         names_ok.then_some(role)
     }
