@@ -129,12 +129,20 @@ pub struct StatusRow {
     pub age: String,
     pub state: String,
     pub next: String,
+    /// When the edge's next rotation (stage) is due.
+    pub rotates: String,
     /// Overdue or stuck: `status --check` exits 2.
     pub alarm: bool,
 }
 
-/// Every declared or stored edge: generation, age, state, next step and when.
-pub fn status_rows(config: &Config, observed: &Observed, plan: &Plan) -> Vec<StatusRow> {
+/// Every declared or stored edge: generation, age, state, next step and when,
+/// and the next rotation. A step due for longer than `tolerance` is overdue.
+pub fn status_rows(
+    config: &Config,
+    observed: &Observed,
+    plan: &Plan,
+    tolerance: jiff::SignedDuration,
+) -> Vec<StatusRow> {
     let mut edges: Vec<&Edge> = config.edges.keys().chain(observed.edges.keys()).collect();
     edges.sort();
     edges.dedup();
@@ -200,15 +208,30 @@ pub fn status_rows(config: &Config, observed: &Observed, plan: &Plan) -> Vec<Sta
             let (next, alarm) = if let Some(p) = problem {
                 (format!("stuck: {}", p.message), true)
             } else if let Some(a) = action {
-                let overdue = matches!(
-                    a.kind,
-                    ActionKind::Stage | ActionKind::Promote | ActionKind::Retire
-                );
-                (format!("{} due now", a.kind), overdue)
+                let late = plan.now.duration_since(a.due);
+                if late > tolerance {
+                    let late = crate::duration::format(jiff::SignedDuration::from_secs(
+                        late.as_secs() / 60 * 60,
+                    ));
+                    (format!("{} overdue by {late}", a.kind), true)
+                } else {
+                    (format!("{} due now", a.kind), false)
+                }
             } else if let Some(w) = waiting {
                 (format!("{} at {}", w.kind, instant(w.due)), false)
             } else {
                 ("-".into(), false)
+            };
+            let rotates = match (
+                action,
+                plan.waiting
+                    .iter()
+                    .find(|w| &w.edge == edge && w.kind == ActionKind::Stage),
+            ) {
+                (Some(a), _) if a.kind == ActionKind::Stage => "now".to_owned(),
+                (_, Some(w)) => instant(w.due),
+                _ if config.edges.contains_key(edge) => "after this one".to_owned(),
+                _ => "-".to_owned(),
             };
             StatusRow {
                 edge: edge.clone(),
@@ -216,6 +239,7 @@ pub fn status_rows(config: &Config, observed: &Observed, plan: &Plan) -> Vec<Sta
                 age,
                 state: label,
                 next,
+                rotates,
                 alarm,
             }
         })
@@ -224,8 +248,8 @@ pub fn status_rows(config: &Config, observed: &Observed, plan: &Plan) -> Vec<Sta
 
 /// The status table.
 pub fn status_table(rows: &[StatusRow]) -> String {
-    let header = ["EDGE", "GEN", "AGE", "STATE", "NEXT"];
-    let cells: Vec<[String; 5]> = rows
+    let header = ["EDGE", "GEN", "AGE", "STATE", "NEXT", "ROTATES"];
+    let cells: Vec<[String; 6]> = rows
         .iter()
         .map(|r| {
             [
@@ -234,6 +258,7 @@ pub fn status_table(rows: &[StatusRow]) -> String {
                 r.age.clone(),
                 r.state.clone(),
                 r.next.clone(),
+                r.rotates.clone(),
             ]
         })
         .collect();
@@ -244,24 +269,26 @@ pub fn status_table(rows: &[StatusRow]) -> String {
         }
     }
     let mut out = String::new();
-    let line = |out: &mut String, row: [&str; 5]| {
+    let mut line = |row: [&str; 6]| {
         let _ = writeln!(
             out,
-            "{:<w0$}  {:>w1$}  {:>w2$}  {:<w3$}  {}",
+            "{:<w0$}  {:>w1$}  {:>w2$}  {:<w3$}  {:<w4$}  {}",
             row[0],
             row[1],
             row[2],
             row[3],
             row[4],
+            row[5],
             w0 = width[0],
             w1 = width[1],
             w2 = width[2],
-            w3 = width[3]
+            w3 = width[3],
+            w4 = width[4]
         );
     };
-    line(&mut out, header);
+    line(header);
     for row in &cells {
-        line(&mut out, [&row[0], &row[1], &row[2], &row[3], &row[4]]);
+        line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
     }
     out
 }
