@@ -7,6 +7,7 @@
 //! and object-safe because keys.toml chooses the implementation at run time.
 
 pub mod local;
+pub mod ssm;
 
 use std::collections::BTreeMap;
 
