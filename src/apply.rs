@@ -124,7 +124,8 @@ pub struct Lease<'a> {
 }
 
 impl<'a> Lease<'a> {
-    /// Takes the lock for `length`, renewable.
+    /// Takes the lock for `length`, renewable, waiting up to `timeout` for a
+    /// holder to let go (`--lock-timeout`; zero: fail at once).
     ///
     /// # Errors
     /// [`LockError::Held`] naming the holder.
@@ -132,21 +133,35 @@ impl<'a> Lease<'a> {
         lock: &'a dyn Lock,
         operation: &str,
         length: SignedDuration,
+        timeout: std::time::Duration,
     ) -> Result<Self, LockError> {
-        let now = Timestamp::now();
-        let record = LockRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            holder: holder(),
+        let id = uuid::Uuid::new_v4().to_string();
+        let holder = holder();
+        let mut make = |now: Timestamp| LockRecord {
+            id: id.clone(),
+            holder: holder.clone(),
             operation: operation.to_owned(),
             started: now,
             expires: now + length,
         };
-        lock.acquire(&record, now).await?;
+        let record = crate::provider::pacing::acquire_with_timeout(
+            lock,
+            &mut make,
+            timeout,
+            std::time::Duration::from_secs(2),
+            &mut |held| {
+                eprintln!(
+                    "waiting for the apply lock held by {} ({} since {}; lock id {})",
+                    held.holder, held.operation, held.started, held.id
+                );
+            },
+        )
+        .await?;
         Ok(Self {
             lock,
+            renewed: record.started,
             record,
             length,
-            renewed: now,
         })
     }
 
@@ -193,6 +208,8 @@ fn holder() -> String {
 pub struct Applied {
     pub actions: BTreeMap<String, usize>,
     pub writes: u64,
+    /// Actions not started because `--max-duration` ran out.
+    pub left: usize,
 }
 
 /// The keys and instants an action carries from one step to the next.
@@ -213,6 +230,8 @@ pub struct Executor<'a> {
     pub clock: Clock,
     pub failpoints: Failpoints,
     pub lease: Option<Lease<'a>>,
+    /// `--max-duration`: no new action starts after it.
+    pub deadline: crate::provider::pacing::StepDeadline,
     writes: u64,
     written: BTreeMap<String, Option<u64>>,
 }
@@ -235,6 +254,7 @@ impl<'a> Executor<'a> {
             clock,
             failpoints: Failpoints::none(),
             lease: None,
+            deadline: crate::provider::pacing::StepDeadline::new(None),
             writes: 0,
             written: BTreeMap::new(),
         }
@@ -263,7 +283,11 @@ impl<'a> Executor<'a> {
                     source,
                 })?;
         }
-        for action in &plan.actions {
+        for (done, action) in plan.actions.iter().enumerate() {
+            if !self.deadline.may_start() {
+                applied.left = plan.actions.len() - done;
+                break;
+            }
             let mut context = ActionContext::default();
             for step in &action.steps {
                 self.step(action, step, &mut context).await?;
@@ -593,7 +617,13 @@ pub async fn apply_once(
     failpoints: Failpoints,
     forced: &BTreeMap<Edge, crate::plan::Force>,
 ) -> anyhow::Result<(Plan, Applied)> {
-    let lease = Lease::acquire(lock, "apply", SignedDuration::from_mins(10)).await?;
+    let lease = Lease::acquire(
+        lock,
+        "apply",
+        SignedDuration::from_mins(10),
+        std::time::Duration::ZERO,
+    )
+    .await?;
     let layout = config.layout();
     let observed = match observe_caught_up(
         &layout,

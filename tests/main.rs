@@ -1,4 +1,5 @@
-//! keyplan's integration tests: one binary, as ripgrep does.
+//! keyplan's integration tests: one binary, as ripgrep does (one link, one
+//! moto server).
 
 mod support;
 
@@ -8,3 +9,4 @@ mod cli;
 mod failpoints;
 mod invalid_config;
 mod leak;
+mod ssm;

@@ -29,6 +29,12 @@ pub struct Args {
     /// Apply as of this instant (RFC 3339 or a date); the clock then advances with real time.
     #[arg(long, value_parser = super::parse_at)]
     pub at: Option<Timestamp>,
+    /// Wait this long for another apply to release the lock (such as "5m").
+    #[arg(long, value_parser = super::parse_duration, default_value = "0s")]
+    pub lock_timeout: SignedDuration,
+    /// Start no new action after this long (such as "10m"); the next run does the rest.
+    #[arg(long, value_parser = super::parse_duration)]
+    pub max_duration: Option<SignedDuration>,
 }
 
 pub async fn run(path: &Path, args: Args) -> Result<u8> {
@@ -45,9 +51,14 @@ pub async fn run_with(
 ) -> Result<u8> {
     let config = config.clone();
     let backend = Backend::open(&config).await?;
-    let lease = Lease::acquire(backend.lock.as_ref(), "apply", LEASE)
-        .await
-        .with_context(|| format!("taking the apply lock in the {}", backend.store.describe()))?;
+    let lease = Lease::acquire(
+        backend.lock.as_ref(),
+        "apply",
+        LEASE,
+        args.lock_timeout.unsigned_abs(),
+    )
+    .await
+    .with_context(|| format!("taking the apply lock in the {}", backend.store.describe()))?;
     let lock_id = lease.record().id.clone();
     let outcome = tokio::select! {
         outcome = apply_locked(&config, &backend, lease, args, forced) => outcome,
@@ -149,6 +160,7 @@ async fn apply_with_lease<'a>(
         "{}",
         crate::render::plan_human(&plan, config)
     ));
+    check!(super::check_parameter_count(config, &observed, &plan));
     if plan.is_empty() {
         return Ok((0, lease));
     }
@@ -189,6 +201,8 @@ async fn apply_with_lease<'a>(
         args.at.map_or_else(Clock::system, Clock::starting_at),
     );
     executor.failpoints = Failpoints::from_env();
+    executor.deadline =
+        crate::provider::pacing::StepDeadline::new(args.max_duration.map(|d| d.unsigned_abs()));
     executor.lease = Some(lease);
     let result = executor
         .execute(&plan, |action| {

@@ -112,6 +112,26 @@ fn parse_at(text: &str) -> Result<Timestamp, String> {
         .ok_or_else(|| format!("{text:?} is not a time: use RFC 3339 such as 2027-03-02T10:00:00Z, or a date such as 2027-03-02"))
 }
 
+/// A duration flag: a number and s, m, h or d.
+fn parse_duration(text: &str) -> Result<jiff::SignedDuration, String> {
+    crate::duration::parse(text)
+}
+
+/// Stops before a plan would take the store past `store.max_parameters`.
+fn check_parameter_count(
+    config: &Config,
+    observed: &crate::observe::Observed,
+    plan: &crate::plan::Plan,
+) -> Result<()> {
+    let existing = observed.parameter_count;
+    crate::provider::pacing::check_parameter_count(
+        usize::try_from(existing).unwrap_or(usize::MAX),
+        usize::try_from(plan.parameters_after.saturating_sub(existing)).unwrap_or(usize::MAX),
+        usize::try_from(config.store.max_parameters).unwrap_or(usize::MAX),
+    )?;
+    Ok(())
+}
+
 /// Observes and plans without the lock (plan, status).
 async fn observe_and_plan(
     config: &Config,

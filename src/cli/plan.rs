@@ -18,12 +18,13 @@ pub struct Args {
 
 pub async fn run(path: &Path, args: Args) -> Result<u8> {
     let config = super::load(path)?;
-    let (_, plan) = super::observe_and_plan(&config, args.at).await?;
+    let (observed, plan) = super::observe_and_plan(&config, args.at).await?;
     write!(
         anstream::stdout(),
         "{}",
         crate::render::plan_human(&plan, &config)
     )?;
+    super::check_parameter_count(&config, &observed, &plan)?;
     Ok(if args.detailed_exitcode && !plan.is_empty() {
         2
     } else {

@@ -73,8 +73,14 @@ pub struct Timing {
 /// Who mints and records keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthorityConfig {
-    /// keyplan mints keys itself and records them in the local directory.
-    Local,
+    /// keyplan mints keys itself and records them (never their values) under
+    /// `{dir}/authority/`.
+    Local {
+        /// Resolved against the directory of keys.toml.
+        dir: PathBuf,
+        /// As written, for messages.
+        shown: String,
+    },
     FusionAuth(FusionAuthConfig),
 }
 

@@ -225,7 +225,7 @@ impl Walker {
         let start = root_span.start..root_span.start;
         let environment = self.environment(root, &start);
         let authority = match Self::get(root, "authority") {
-            Some(v) => self.authority(v),
+            Some(v) => self.authority(v, base),
             None => {
                 self.errors.push(
                     Diagnostic::error(Some(start.clone()), "missing table [authority]").with_hint(
@@ -316,7 +316,11 @@ impl Walker {
     }
 
     /// `[authority]`. Messages here never quote a value.
-    fn authority(&mut self, value: &Value<'_>) -> Option<(AuthorityConfig, Option<Span>)> {
+    fn authority(
+        &mut self,
+        value: &Value<'_>,
+        base: &Path,
+    ) -> Option<(AuthorityConfig, Option<Span>)> {
         let table = self.table(value, "[authority]")?;
         let Some(kind) = Self::get(table, "kind") else {
             self.errors.push(
@@ -328,8 +332,17 @@ impl Walker {
         let kind = self.string(kind, "authority.kind")?;
         match kind.value.as_str() {
             "local" => {
-                self.known_fields(table, &["kind"], "[authority] (kind = \"local\")");
-                Some((AuthorityConfig::Local, None))
+                self.known_fields(table, &["kind", "dir"], "[authority] (kind = \"local\")");
+                let shown = Self::get(table, "dir")
+                    .and_then(|d| self.string(d, "authority.dir"))
+                    .map_or_else(|| ".keyplan".to_owned(), |d| d.value);
+                Some((
+                    AuthorityConfig::Local {
+                        dir: base.join(&shown),
+                        shown,
+                    },
+                    None,
+                ))
             }
             "fusionauth" => self.fusionauth(table, value.span()),
             _ => {

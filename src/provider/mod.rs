@@ -8,6 +8,8 @@
 
 pub mod local;
 pub mod memory;
+pub mod pacing;
+pub mod ssm;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,10 @@
+//! The SSM store and its lock: the lock algorithm against an in-memory fake
+//! with a chosen order of operations, the wire against moto (one server per
+//! test binary, tests isolated by environment name) and a scripted HTTP
+//! server for what moto cannot do (short pages, throttling).
+
+mod cli;
+mod fake;
+mod lock_race;
+mod moto;
+mod scripted;
