@@ -153,7 +153,8 @@ impl ConsumerKeys {
     /// the key it replaced if that changed within the fallback window. Each is
     /// meant to be tried once; an empty list means "give up".
     pub async fn after_unauthorized(&self, service: &str, sent: &ApiKey) -> Vec<ApiKey> {
-        self.inner.refresher.refresh_after_miss().await;
+        let seen = self.inner.refresher.completed();
+        self.inner.refresher.refresh_after_miss(seen).await;
         let Some(held) = self.inner.refresher.snapshot() else {
             return Vec::new();
         };

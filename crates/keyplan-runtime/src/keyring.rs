@@ -207,9 +207,10 @@ impl KeyRing {
         &self,
         values: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Caller, Rejection> {
+        let seen = self.inner.refresher.completed();
         let result = match presented_key(values) {
             Ok(key) => match self.check_key_at(key, Timestamp::now()) {
-                Err(Rejection::Unknown) => self.recheck_after_miss(key).await,
+                Err(Rejection::Unknown) => self.recheck_after_miss(key, seen).await,
                 other => other,
             },
             Err(rejection) => Err(rejection),
@@ -276,7 +277,7 @@ impl KeyRing {
 
     pub(crate) fn check_key_at(&self, key: &[u8], now: Timestamp) -> Result<Caller, Rejection> {
         let refresher = &self.inner.refresher;
-        let age = refresher.history().loaded_at.map(|t| now.duration_since(t));
+        let age = refresher.loaded_at().map(|t| now.duration_since(t));
         if matches!(
             self.freshness(age, false),
             Freshness::Expired | Freshness::NeverLoaded
@@ -287,9 +288,19 @@ impl KeyRing {
         set.check(key, now, self.inner.skew)
     }
 
-    /// After an unknown key: one rate-limited, single-flight read, then a re-check.
-    pub(crate) async fn recheck_after_miss(&self, key: &[u8]) -> Result<Caller, Rejection> {
-        if self.inner.refresher.refresh_after_miss().await {
+    /// How many reads have finished; take it before a check that may miss.
+    pub(crate) fn reads_completed(&self) -> u64 {
+        self.inner.refresher.completed()
+    }
+
+    /// After an unknown key checked when [`KeyRing::reads_completed`] was
+    /// `seen`: one rate-limited, single-flight read, then a re-check.
+    pub(crate) async fn recheck_after_miss(
+        &self,
+        key: &[u8],
+        seen: u64,
+    ) -> Result<Caller, Rejection> {
+        if self.inner.refresher.refresh_after_miss(seen).await {
             self.check_key_at(key, Timestamp::now())
         } else {
             Err(Rejection::Unknown)
@@ -504,5 +515,131 @@ impl KeyRingBuilder {
                 _task: task,
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{AcceptedKey, AcceptsDocument, KeyState, digest};
+    use crate::source::MemoryStore;
+
+    const K1: &str = "gateway-key-generation-1-aaaaaaaaaaaa";
+    const K2: &str = "gateway-key-generation-2-bbbbbbbbbbbb";
+
+    fn current(key: &str, generation: u64) -> String {
+        let now = Timestamp::now();
+        AcceptsDocument::new(vec![AcceptedKey {
+            id: format!("id-{generation}"),
+            generation,
+            sha256: digest(key.as_bytes()),
+            state: KeyState::Current,
+            due: now,
+            staged: now,
+            until: None,
+        }])
+        .to_json()
+        .unwrap()
+    }
+
+    async fn ring(store: &MemoryStore) -> KeyRing {
+        KeyRing::builder("catalog")
+            .store(store.clone())
+            .environment("test")
+            .refresh_every(Duration::from_secs(3600))
+            .build()
+            .await
+            .unwrap()
+    }
+
+    const PATH: &str = "/keyplan/test/services/catalog/accepts/gateway";
+
+    #[tokio::test]
+    async fn an_unknown_version_keeps_the_last_good_set_and_is_reported() {
+        let store = MemoryStore::default();
+        store.put(PATH, current(K1, 1));
+        let ring = ring(&store).await;
+        store.put(PATH, r#"{"v":2,"keys":[{"something":"new"}]}"#);
+        ring.refresh_now().await.unwrap();
+        assert_eq!(ring.check([K1.as_bytes()]).unwrap().generation, 1);
+        let status = ring.status();
+        assert_eq!(status.freshness, Freshness::Fresh);
+        assert_eq!(status.problems.len(), 1);
+        assert!(status.problems[0].problem.contains("version 2"));
+        // A later good document replaces it and clears the problem.
+        store.put(PATH, current(K2, 2));
+        ring.refresh_now().await.unwrap();
+        assert_eq!(ring.check([K1.as_bytes()]), Err(Rejection::Unknown));
+        assert!(ring.status().problems.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_unknown_keys_share_one_read() {
+        let store = MemoryStore::default();
+        store.put(PATH, current(K1, 1));
+        let ring = ring(&store).await;
+        store.put(PATH, current(K2, 2));
+        let checks: Vec<_> = (0..20)
+            .map(|_| {
+                let ring = ring.clone();
+                tokio::spawn(async move { ring.authenticate([K2.as_bytes()]).await })
+            })
+            .collect();
+        for check in checks {
+            assert_eq!(check.await.unwrap().unwrap().generation, 2);
+        }
+        assert_eq!(
+            store.reads(),
+            2,
+            "one read at build, one for all the misses"
+        );
+    }
+
+    #[tokio::test]
+    async fn staleness_follows_failures_and_missed_reads() {
+        let store = MemoryStore::default();
+        store.put(PATH, current(K1, 1));
+        let ring = ring(&store).await;
+        let loaded = ring.status().loaded_at.unwrap();
+        assert_eq!(ring.status_at(loaded).freshness, Freshness::Fresh);
+        // Three intervals (with jitter) without a read: stale, still accepting.
+        let late = loaded + SignedDuration::from_hours(4);
+        assert_eq!(ring.status_at(late).freshness, Freshness::Stale);
+        assert!(ring.check_at([K1.as_bytes()], late).is_ok());
+        store.set_failing(true);
+        assert!(ring.refresh_now().await.is_err());
+        assert_eq!(ring.status().freshness, Freshness::Stale);
+        let expired = loaded + SignedDuration::from_hours(24) + SignedDuration::from_secs(1);
+        assert_eq!(ring.status_at(expired).freshness, Freshness::Expired);
+        assert_eq!(
+            ring.check_at([K1.as_bytes()], expired),
+            Err(Rejection::Unavailable)
+        );
+    }
+
+    #[tokio::test]
+    async fn settings_are_checked_and_a_failed_first_read_is_an_error() {
+        let store = MemoryStore::default();
+        let error = KeyRing::builder("catalog")
+            .store(store.clone())
+            .build()
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("environment"), "{error}");
+        let error = KeyRing::builder("Bad/Name")
+            .store(store.clone())
+            .environment("test")
+            .build()
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::Config(_)), "{error}");
+        store.set_failing(true);
+        let error = KeyRing::builder("catalog")
+            .store(store)
+            .environment("test")
+            .build()
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::Store { .. }), "{error}");
     }
 }

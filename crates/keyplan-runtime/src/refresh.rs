@@ -85,6 +85,14 @@ impl<T: Snapshot> Refresher<T> {
             .clone()
     }
 
+    /// When the last successful read finished (cheap: for the request path).
+    pub(crate) fn loaded_at(&self) -> Option<Timestamp> {
+        self.history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .loaded_at
+    }
+
     pub(crate) fn history(&self) -> History {
         self.history
             .lock()
@@ -98,42 +106,38 @@ impl<T: Snapshot> Refresher<T> {
         self.read_and_install().await
     }
 
-    /// Joins the read in progress if there is one, else reads.
-    pub(crate) async fn refresh_single_flight(&self) {
-        let seen = self.completed.load(Ordering::Acquire);
-        let _flight = self.flight.lock().await;
-        if self.completed.load(Ordering::Acquire) != seen {
-            return;
-        }
-        let _ = self.read_and_install().await;
+    /// How many reads have finished: taken before a check, it tells
+    /// [`Refresher::refresh_after_miss`] whether a read happened since.
+    pub(crate) fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Acquire)
     }
 
-    /// After a miss (an unknown key, a 401): refreshes at most once per
-    /// `miss_interval`, or waits for a read already in progress. Returns
-    /// whether a read finished, i.e. whether checking again can help.
-    pub(crate) async fn refresh_after_miss(&self) -> bool {
-        let allowed = {
+    /// After a miss (an unknown key, a 401) seen when `completed` was `seen`:
+    /// if a read finished since, or finishes while waiting for the one in
+    /// progress, nothing more is read; otherwise reads at most once per
+    /// `miss_interval`. Returns whether a read finished since `seen`, i.e.
+    /// whether checking again can help.
+    pub(crate) async fn refresh_after_miss(&self, seen: u64) -> bool {
+        if self.completed() != seen {
+            return true;
+        }
+        let _flight = self.flight.lock().await;
+        if self.completed() != seen {
+            return true;
+        }
+        {
             let mut last = self
                 .last_miss
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             let now = tokio::time::Instant::now();
-            let allowed = last.is_none_or(|t| now.duration_since(t) >= self.timing.miss_interval);
-            if allowed {
-                *last = Some(now);
+            if last.is_some_and(|t| now.duration_since(t) < self.timing.miss_interval) {
+                return false;
             }
-            allowed
-        };
-        if allowed {
-            self.refresh_single_flight().await;
-            return true;
+            *last = Some(now);
         }
-        if self.flight.try_lock().is_err() {
-            // A read is in progress: wait for it rather than refuse now.
-            drop(self.flight.lock().await);
-            return true;
-        }
-        false
+        let _ = self.read_and_install().await;
+        true
     }
 
     async fn read_and_install(&self) -> Result<(), SourceError> {

@@ -137,6 +137,7 @@ where
                 value.set_sensitive(true);
             }
         }
+        let seen = self.ring.reads_completed();
         let values = request.headers().get_all(&self.header);
         let verdict = match presented_key(values.iter().map(HeaderValue::as_bytes)) {
             Err(rejection) => Verdict::Now(Err(rejection)),
@@ -145,7 +146,9 @@ where
                     // Re-read the store once and check again, off the fast path.
                     let key = Zeroizing::new(key.to_vec());
                     let ring = self.ring.clone();
-                    Verdict::Later(Box::pin(async move { ring.recheck_after_miss(&key).await }))
+                    Verdict::Later(Box::pin(async move {
+                        ring.recheck_after_miss(&key, seen).await
+                    }))
                 }
                 other => Verdict::Now(other),
             },
