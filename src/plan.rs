@@ -300,6 +300,15 @@ fn ago(now: Timestamp, then: Timestamp) -> String {
     }
 }
 
+/// `entry` as the only, current key.
+fn kept_entry(entry: &AcceptedKey) -> AcceptedKey {
+    AcceptedKey {
+        state: KeyState::Current,
+        until: None,
+        ..entry.clone()
+    }
+}
+
 fn kept(entry: &AcceptedKey, state: KeyState, until: Option<TimeRef>) -> EntryTemplate {
     EntryTemplate {
         id: entry.id.clone(),
@@ -475,13 +484,14 @@ impl EdgePlanner<'_> {
             steps.push(Step::WriteAccepts {
                 keys: vec![kept(current, KeyState::Current, None)],
             });
-            return self.act(
+            self.act(
                 ActionKind::Retire,
                 previous.generation,
                 until,
                 format!("previous until {}", stamp(until)),
                 steps,
             );
+            return self.stage_if_due(timing, current);
         }
         if !self.observed.authority_has(&current.id) {
             return self.start(
@@ -544,16 +554,52 @@ impl EdgePlanner<'_> {
         }
     }
 
+    /// After a retire (or a finished create or replace) the edge holds one
+    /// key: when the next generation is due already (cron stopped for a while,
+    /// `every` was shortened, a step was interrupted long ago), it is staged in
+    /// the same apply, so that nothing is due after it.
+    fn stage_if_due(&mut self, timing: &Timing, current: &AcceptedKey) {
+        let due = next_due(self.edge, timing, current);
+        if self.now >= due {
+            let after = AcceptsDocument::new(vec![kept_entry(current)]);
+            self.start_from(
+                Mode::Normal,
+                ActionKind::Stage,
+                format!(
+                    "due since {} (every {})",
+                    stamp(due),
+                    fmt_duration(timing.every)
+                ),
+                due,
+                Some(&after),
+            );
+        }
+    }
+
     /// Starts a new key: intent first, then mint, then the rest of the step.
     fn start(&mut self, mode: Mode, kind: ActionKind, reason: String, due: Timestamp) {
+        let accepts = match &self.state.accepts {
+            Some(Versioned { value: Ok(doc), .. }) => Some(doc),
+            _ => None,
+        };
+        self.start_from(mode, kind, reason, due, accepts);
+    }
+
+    /// [`Self::start`] from `accepts`: what the store holds when this step
+    /// begins (after the earlier actions of this plan on the edge).
+    fn start_from(
+        &mut self,
+        mode: Mode,
+        kind: ActionKind,
+        reason: String,
+        due: Timestamp,
+        accepts: Option<&AcceptsDocument>,
+    ) {
         let generation = self.highest_generation() + 1;
         let id = ids::key_id(&self.config.namespace, self.edge, self.now, generation, 0);
-        let replaces = match &self.state.accepts {
-            Some(Versioned { value: Ok(doc), .. }) => {
-                doc.keys.iter().map(|k| k.id.clone()).collect()
-            }
-            _ => Vec::new(),
-        };
+        let replaces = accepts
+            .map(|doc| doc.keys.iter().map(|k| k.id.clone()).collect())
+            .unwrap_or_default();
         let intent = Intent {
             generation,
             mode,
@@ -572,10 +618,6 @@ impl EdgePlanner<'_> {
             },
             Step::WriteStagedKey,
         ];
-        let accepts = match &self.state.accepts {
-            Some(Versioned { value: Ok(doc), .. }) => Some(doc),
-            _ => None,
-        };
         steps.extend(self.after_mint(&intent, accepts, None));
         self.act(kind, generation, due, reason, steps);
     }
@@ -704,6 +746,21 @@ impl EdgePlanner<'_> {
                     steps.retain(|s| !matches!(s, Step::WriteConsumerKey { .. }));
                 }
                 self.act(kind, generation, intent.due, interrupted, steps);
+                // The key as the steps above leave it in accepts.
+                let current = entry.cloned().unwrap_or_else(|| AcceptedKey {
+                    id: id.clone(),
+                    generation,
+                    sha256: digest.clone(),
+                    state: KeyState::Current,
+                    due: if intent.mode == Mode::Create {
+                        self.now
+                    } else {
+                        intent.due
+                    },
+                    staged: self.now,
+                    until: None,
+                });
+                self.stage_if_due(timing, &current);
             }
             (_, None) => {
                 let steps = self.after_mint(intent, accepts, None);
@@ -805,13 +862,14 @@ impl EdgePlanner<'_> {
                         keys: vec![kept(entry.expect("matched Some"), KeyState::Current, None)],
                     });
                     steps.push(Step::DeleteStaged);
-                    return self.act(
+                    self.act(
                         ActionKind::Retire,
                         generation,
                         until,
                         format!("previous until {}", stamp(until)),
                         steps,
                     );
+                    return self.stage_if_due(timing, entry.expect("matched Some"));
                 }
                 steps.extend(
                     self.delete_existing(
@@ -836,6 +894,7 @@ impl EdgePlanner<'_> {
                     interrupted,
                     steps,
                 );
+                self.stage_if_due(timing, entry.expect("matched Some"));
             }
             (_, Some(KeyState::Previous)) => {
                 self.problem(format!("the staged key gen {generation} is listed as previous; keyplan leaves the edge alone"));

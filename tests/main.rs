@@ -4,9 +4,12 @@
 mod support;
 
 mod cli;
+mod cron;
 // Needs the binary built with `--features failpoints` (scripts/test does).
 #[cfg(feature = "failpoints")]
 mod failpoints;
 mod invalid_config;
 mod leak;
+#[cfg(feature = "failpoints")]
+mod rotation_model;
 mod ssm;
