@@ -2,9 +2,10 @@
 //!
 //! FusionAuth has no API to list keys, so keyplan finds its keys only through
 //! ids it recorded. An id is a UUIDv5 in the environment's namespace of the
-//! edge, the instant the intent was written, the generation and the attempt:
-//! it never repeats, not after a re-mint and not for a revoked and re-added
-//! edge.
+//! edge, the instant of the plan, the generation, the attempt, and the lock id
+//! of the last apply that wrote anything: it never repeats, not after a
+//! re-mint, and not for an edge revoked and re-added within the same instant
+//! (its generations start again at 1, but an apply came in between).
 
 use jiff::Timestamp;
 use uuid::Uuid;
@@ -18,9 +19,10 @@ pub fn key_id(
     created: Timestamp,
     generation: u64,
     attempt: u32,
+    last_apply: &str,
 ) -> String {
     let name = format!(
-        "{}\n{}\n{}\n{generation}\n{attempt}",
+        "{}\n{}\n{}\n{generation}\n{attempt}\n{last_apply}",
         edge.service,
         edge.consumer,
         created.as_nanosecond()
@@ -42,15 +44,16 @@ mod tests {
         let ns = Uuid::new_v4();
         let e = Edge::new("s", "c");
         let t: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
-        let base = key_id(&ns, &e, t, 1, 0);
-        assert_eq!(base, key_id(&ns, &e, t, 1, 0));
-        assert_ne!(base, key_id(&ns, &e, t, 1, 1));
-        assert_ne!(base, key_id(&ns, &e, t, 2, 0));
+        let base = key_id(&ns, &e, t, 1, 0, "");
+        assert_eq!(base, key_id(&ns, &e, t, 1, 0, ""));
+        assert_ne!(base, key_id(&ns, &e, t, 1, 1, ""));
+        assert_ne!(base, key_id(&ns, &e, t, 2, 0, ""));
         assert_ne!(
             base,
-            key_id(&ns, &e, "2027-01-01T00:00:01Z".parse().unwrap(), 1, 0)
+            key_id(&ns, &e, "2027-01-01T00:00:01Z".parse().unwrap(), 1, 0, "")
         );
-        assert_ne!(base, key_id(&ns, &Edge::new("s", "d"), t, 1, 0));
-        assert_ne!(base, key_id(&Uuid::new_v4(), &e, t, 1, 0));
+        assert_ne!(base, key_id(&ns, &Edge::new("s", "d"), t, 1, 0, ""));
+        assert_ne!(base, key_id(&Uuid::new_v4(), &e, t, 1, 0, ""));
+        assert_ne!(base, key_id(&ns, &e, t, 1, 0, "another-apply"));
     }
 }

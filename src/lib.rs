@@ -14,6 +14,7 @@ pub mod fusionauth_endpoints;
 pub mod ids;
 pub mod observe;
 pub mod plan;
+pub mod plan_file;
 pub mod provider;
 pub mod render;
 pub mod secret;

@@ -367,6 +367,15 @@ impl EdgePlanner<'_> {
         });
     }
 
+    /// The lock id of the last apply that wrote anything: part of every new
+    /// key id, so ids never repeat even within one instant.
+    fn last_apply(&self) -> &str {
+        self.observed
+            .last_apply
+            .as_ref()
+            .map_or("", |l| l.lock.as_str())
+    }
+
     fn consumer_has(&self, digest: &str) -> bool {
         matches!(&self.state.consumer_key, Some(Versioned { value: Some(fp), .. }) if fp.matches(digest))
     }
@@ -596,7 +605,14 @@ impl EdgePlanner<'_> {
         accepts: Option<&AcceptsDocument>,
     ) {
         let generation = self.highest_generation() + 1;
-        let id = ids::key_id(&self.config.namespace, self.edge, self.now, generation, 0);
+        let id = ids::key_id(
+            &self.config.namespace,
+            self.edge,
+            self.now,
+            generation,
+            0,
+            self.last_apply(),
+        );
         let replaces = accepts
             .map(|doc| doc.keys.iter().map(|k| k.id.clone()).collect())
             .unwrap_or_default();
@@ -709,6 +725,7 @@ impl EdgePlanner<'_> {
                     self.now,
                     generation,
                     intent.ids.len() as u32,
+                    self.last_apply(),
                 ));
                 steps.push(Step::WriteIntent {
                     intent: next.clone(),

@@ -12,7 +12,8 @@ use keyplan_runtime::record::{KeyState, digest_prefix};
 
 use crate::config::{Config, Edge};
 use crate::observe::{Observed, Versioned};
-use crate::plan::{ActionKind, Plan};
+use crate::plan::{Action, ActionKind, Plan};
+use crate::plan_file::{PlanFile, written_lines};
 
 const ORDER: [ActionKind; 7] = [
     ActionKind::Create,
@@ -58,23 +59,52 @@ pub fn summary(plan: &Plan) -> String {
     }
 }
 
+/// The line-by-line diff of two accepts documents: (`-`, `+` or ` `, line).
+pub fn diff(before: &[String], after: &[String]) -> Vec<(char, String)> {
+    let before = before.iter().map(|l| format!("{l}\n")).collect::<String>();
+    let after = after.iter().map(|l| format!("{l}\n")).collect::<String>();
+    similar::TextDiff::from_lines(&before, &after)
+        .iter_all_changes()
+        .map(|change| {
+            let sign = match change.tag() {
+                similar::ChangeTag::Delete => '-',
+                similar::ChangeTag::Insert => '+',
+                similar::ChangeTag::Equal => ' ',
+            };
+            (sign, change.value().trim_end().to_owned())
+        })
+        .collect()
+}
+
+/// The accepts diff of one action: the document before, and as its last
+/// accepts write leaves it.
+pub fn action_diff(file: &PlanFile, action: &Action) -> Vec<(char, String)> {
+    let Some(after) = action.steps.iter().rev().find_map(written_lines) else {
+        return Vec::new();
+    };
+    diff(file.before(&action.edge), &after)
+}
+
 /// The whole plan for a person.
-pub fn plan_human(plan: &Plan, config: &Config) -> String {
+pub fn plan_human(file: &PlanFile) -> String {
+    let plan = &file.plan;
     let mut out = String::new();
     if plan.is_empty() {
         let _ = writeln!(
             out,
             "No changes: nothing is due in environment {} at {}.",
-            config.environment,
+            file.environment,
             instant(plan.now)
         );
     } else {
         let _ = writeln!(
             out,
             "keyplan will make these changes in environment {} (at {}):\n",
-            config.environment,
+            file.environment,
             instant(plan.now)
         );
+        let red = Style::new().fg_color(Some(AnsiColor::Red.into()));
+        let green = Style::new().fg_color(Some(AnsiColor::Green.into()));
         for action in &plan.actions {
             let s = style(action.kind);
             let _ = writeln!(
@@ -91,6 +121,18 @@ pub fn plan_human(plan: &Plan, config: &Config) -> String {
                     out,
                     "      {s}calls with the old key fail until both sides refresh{s:#}"
                 );
+            }
+            let changes = action_diff(file, action);
+            if changes.iter().any(|(sign, _)| *sign != ' ') {
+                let _ = writeln!(out, "      accepts:");
+                for (sign, line) in changes {
+                    let st = match sign {
+                        '-' => red,
+                        '+' => green,
+                        _ => Style::new(),
+                    };
+                    let _ = writeln!(out, "      {st}{sign} {line}{st:#}");
+                }
             }
         }
     }
@@ -118,6 +160,106 @@ pub fn plan_human(plan: &Plan, config: &Config) -> String {
     }
     let b = bold();
     let _ = writeln!(out, "\n{b}{}{b:#}", summary(plan));
+    out
+}
+
+/// The plan as a pull-request comment: summary first, revokes and
+/// emergency rotations loud, details folded.
+pub fn plan_markdown(file: &PlanFile) -> String {
+    let plan = &file.plan;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### keyplan: environment `{}` at {}\n\n**{}**\n",
+        file.environment,
+        instant(plan.now),
+        summary(plan)
+    );
+    let revokes: Vec<String> = plan
+        .actions
+        .iter()
+        .filter(|a| a.kind == ActionKind::Revoke)
+        .map(|a| format!("`{}`", a.edge))
+        .collect();
+    if !revokes.is_empty() {
+        let _ = writeln!(
+            out,
+            "> [!CAUTION]\n> **Revokes {}**: {}. Their callers will be refused.\n",
+            revokes.len(),
+            revokes.join(", ")
+        );
+    }
+    for a in plan
+        .actions
+        .iter()
+        .filter(|a| a.kind == ActionKind::Replace)
+    {
+        let _ = writeln!(
+            out,
+            "> [!WARNING]\n> **Immediate rotation of `{}`**: calls with the old key fail until both sides refresh.\n",
+            a.edge
+        );
+    }
+    if !plan.problems.is_empty() {
+        let _ = writeln!(out, "> [!IMPORTANT]\n> **Needs attention:**");
+        for p in &plan.problems {
+            let _ = writeln!(out, "> - `{}`: {}", p.edge, p.message);
+        }
+        let _ = writeln!(out);
+    }
+    if !plan.actions.is_empty() {
+        let _ = writeln!(
+            out,
+            "| | action | edge | gen | reason |\n|---|---|---|---|---|"
+        );
+        for a in &plan.actions {
+            let _ = writeln!(
+                out,
+                "| {} | {} | `{}` | {} | {} |",
+                a.kind.symbol(),
+                a.kind,
+                a.edge,
+                a.generation,
+                a.reason.replace('|', "\\|")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\n<details><summary>Accepts documents before and after</summary>\n"
+        );
+        for a in &plan.actions {
+            let changes = action_diff(file, a);
+            if changes.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "`{}` ({}):\n\n```diff", a.edge, a.kind);
+            for (sign, line) in changes {
+                let _ = writeln!(out, "{sign} {line}");
+            }
+            let _ = writeln!(out, "```\n");
+        }
+        let _ = writeln!(out, "</details>\n");
+    }
+    if !plan.waiting.is_empty() {
+        let _ = writeln!(
+            out,
+            "<details><summary>Waiting: {} step(s) not due yet</summary>\n\n| step | edge | due | why |\n|---|---|---|---|",
+            plan.waiting.len()
+        );
+        let mut waiting = plan.waiting.clone();
+        waiting.sort_by_key(|w| w.due);
+        for w in &waiting {
+            let _ = writeln!(
+                out,
+                "| {} | `{}` | {} | {} |",
+                w.kind,
+                w.edge,
+                instant(w.due),
+                w.reason
+            );
+        }
+        let _ = writeln!(out, "\n</details>");
+    }
     out
 }
 

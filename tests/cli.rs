@@ -8,7 +8,7 @@ fn plan_apply_status_revoke_end_to_end() {
 
     let out = ws.run(&["validate"]);
     assert_code(&out, 0);
-    assert!(stdout(&out).contains("3 edges"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("3 edge(s)"), "{}", stdout(&out));
 
     let out = ws.run(&["plan", "--detailed-exitcode"]);
     assert_code(&out, 2);

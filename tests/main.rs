@@ -10,6 +10,7 @@ mod cron;
 mod failpoints;
 mod invalid_config;
 mod leak;
+mod plans;
 #[cfg(feature = "failpoints")]
 mod rotation_model;
 mod ssm;

@@ -1355,7 +1355,6 @@ fn a_revoked_and_readded_edge_never_republishes_an_old_key() {
 /// aborted after 2 writes, then an ordinary apply: gen 1 reuses the id of the
 /// first key.
 #[test]
-#[ignore = "known bug: an edge revoked and re-added in the second it was created reuses its first authority id"]
 fn a_revoked_and_readded_edge_never_reuses_an_id_within_one_second() {
     revoke_and_readd(true);
 }

@@ -2,8 +2,10 @@
 
 mod apply;
 mod force_unlock;
+mod init;
 mod plan;
 mod rotate;
+mod show;
 mod status;
 mod validate;
 
@@ -41,11 +43,22 @@ pub enum Command {
     Plan(plan::Args),
     /// Create, rotate and revoke keys so the store matches keys.toml.
     Apply(apply::Args),
+    /// Print a plan saved with `plan --out`, in any format.
+    Show(show::Args),
     /// Stage a new key now on an edge, a service's edges or a consumer's edges
     /// (under the lock; edges already rotating are left to finish).
     Rotate(rotate::RotateArgs),
     /// A table of every edge: generation, age, state, next step and when.
     Status(status::Args),
+    /// Write a commented starter keys.toml (to -c, default ./keys.toml).
+    Init(init::Args),
+    /// Print a JSON Schema of keys.toml for editors.
+    Schema,
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Clear the apply lock with this id (see the message of a waiting apply).
     ForceUnlock(force_unlock::Args),
 }
@@ -60,7 +73,18 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Plan(args) => plan::run(&cli.config, args).await,
         Command::Apply(args) => apply::run(&cli.config, args).await,
         Command::Rotate(args) => rotate::run(&cli.config, args).await,
+        Command::Show(args) => show::run(args),
         Command::Status(args) => status::run(&cli.config, args).await,
+        Command::Init(args) => init::run(&cli.config, args),
+        Command::Schema => {
+            print!("{}", crate::config::schema::json_schema());
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "keyplan", &mut std::io::stdout());
+            Ok(0)
+        }
         Command::ForceUnlock(args) => force_unlock::run(&cli.config, args).await,
     }
 }
@@ -110,6 +134,19 @@ fn parse_at(text: &str) -> Result<Timestamp, String> {
         .and_then(|d| d.to_zoned_datetime(jiff::tz::TimeZone::UTC).ok())
         .map(|z| z.timestamp())
         .ok_or_else(|| format!("{text:?} is not a time: use RFC 3339 such as 2027-03-02T10:00:00Z, or a date such as 2027-03-02"))
+}
+
+/// The starter keys.toml of `keyplan init`, with a fixed id (for tests).
+pub fn starter_for_tests() -> String {
+    init::starter("dev", &uuid::Uuid::nil())
+}
+
+/// Reads a plan saved by `plan --out`.
+fn read_plan(path: &Path) -> Result<crate::plan_file::PlanFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the plan {}", path.display()))?;
+    crate::plan_file::PlanFile::parse(&text)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))
 }
 
 /// A duration flag: a number and s, m, h or d.

@@ -22,7 +22,7 @@ pub struct RotateArgs {
     #[arg(long)]
     immediately: bool,
     #[command(flatten)]
-    apply: super::apply::Args,
+    apply: super::apply::Options,
 }
 
 /// The declared edges `target` names.
@@ -68,5 +68,5 @@ pub async fn run(path: &Path, args: RotateArgs) -> Result<u8> {
         .into_iter()
         .map(|e| (e, force))
         .collect();
-    super::apply::run_with(&config, &args.apply, &forced).await
+    super::apply::run_with(&config, &args.apply, &forced, None).await
 }

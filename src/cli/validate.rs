@@ -7,7 +7,7 @@ use anyhow::Result;
 pub fn run(path: &Path) -> Result<u8> {
     let config = super::load(path)?;
     println!(
-        "{} is valid: environment {}, {} services, {} edges.",
+        "{} is valid: environment {}, {} service(s), {} edge(s).",
         path.display(),
         config.environment,
         config.services.len(),

@@ -6,6 +6,7 @@
 
 pub mod diagnostic;
 pub mod rules;
+pub mod schema;
 mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -250,6 +251,11 @@ pub fn derived_namespace(prefix: &str, environment: &str) -> Uuid {
         &Uuid::NAMESPACE_URL,
         format!("keyplan:{prefix}/{environment}").as_bytes(),
     )
+}
+
+/// Whether `name` is a valid service, consumer or environment name.
+pub fn walk_name_is_valid(name: &str) -> bool {
+    walk::valid_name(name)
 }
 
 /// The SHA-256 of keys.toml, for saved plans.
