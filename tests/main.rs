@@ -13,4 +13,5 @@ mod leak;
 mod plans;
 #[cfg(feature = "failpoints")]
 mod rotation_model;
+mod runtime;
 mod ssm;

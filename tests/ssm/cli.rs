@@ -10,7 +10,7 @@ use keyplan_test_support::{moto, unique_name, venv_bin};
 
 use crate::support::{Workspace, assert_code, estate, stdout};
 
-fn ssm_estate(environment: &str) -> String {
+pub fn ssm_estate(environment: &str) -> String {
     let store = format!(
         "[store]\nkind = \"ssm\"\nprefix = \"/keyplan\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nkms_key_id = \"alias/aws/ssm\"\nwrites_per_second = 1000\n",
         moto().url()

@@ -3,8 +3,8 @@
 //! test binary, tests isolated by environment name) and a scripted HTTP
 //! server for what moto cannot do (short pages, throttling).
 
-mod cli;
+pub mod cli;
 mod fake;
 mod lock_race;
-mod moto;
+pub mod moto;
 mod scripted;
