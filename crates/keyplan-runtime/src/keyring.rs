@@ -289,6 +289,7 @@ impl KeyRing {
     }
 
     /// How many reads have finished; take it before a check that may miss.
+    #[cfg(feature = "server")]
     pub(crate) fn reads_completed(&self) -> u64 {
         self.inner.refresher.completed()
     }
