@@ -5,7 +5,9 @@
 //! value sensitive. On a 401 they make [`ConsumerKeys`] re-read the store
 //! (single-flight, at most once per 10 s); the reqwest helper then retries an
 //! idempotent request with the new key, and with the key it replaced if that
-//! changed within the fallback window, each once.
+//! changed within the fallback window, each once. Tower clients get the same
+//! retry with the new key from [`RetryUnauthorized`] in a
+//! `tower::retry::RetryLayer` outside the layer (their bodies must be `Clone`).
 //!
 //! # Examples
 //!
@@ -264,5 +266,72 @@ where
             }
             Ok(response)
         })
+    }
+}
+
+/// A [`tower::retry::Policy`] for tower clients: after a 401 on an
+/// idempotent request, send it once more. Put it outside
+/// [`AddApiKeyLayer`], which has refreshed the keys by the time the 401
+/// comes back, so the retry carries the new key. The request body must be
+/// `Clone` to be sent twice; other requests are never retried.
+///
+/// ```
+/// # #[cfg(feature = "server")]
+/// # async fn call(keys: keyplan_runtime::ConsumerKeys) {
+/// use keyplan_runtime::client::{AddApiKeyLayer, RetryUnauthorized};
+///
+/// let transport = tower::service_fn(|_: http::Request<String>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+/// });
+/// let client = tower::ServiceBuilder::new()
+///     .layer(tower::retry::RetryLayer::new(RetryUnauthorized::once()))
+///     .layer(AddApiKeyLayer::new(keys, "product-catalog"))
+///     .service(transport);
+/// # let _ = client;
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct RetryUnauthorized {
+    remaining: usize,
+}
+
+impl RetryUnauthorized {
+    /// One retry per request.
+    pub fn once() -> Self {
+        Self { remaining: 1 }
+    }
+}
+
+impl<B: Clone, R, E> tower::retry::Policy<Request<B>, Response<R>, E> for RetryUnauthorized {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        request: &mut Request<B>,
+        result: &mut Result<Response<R>, E>,
+    ) -> Option<Self::Future> {
+        match result {
+            Ok(response)
+                if response.status() == StatusCode::UNAUTHORIZED
+                    && self.remaining > 0
+                    && is_idempotent(request.method()) =>
+            {
+                self.remaining -= 1;
+                Some(std::future::ready(()))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
+        if !is_idempotent(request.method()) {
+            return None;
+        }
+        let mut copy = Request::new(request.body().clone());
+        *copy.method_mut() = request.method().clone();
+        *copy.uri_mut() = request.uri().clone();
+        *copy.version_mut() = request.version();
+        *copy.headers_mut() = request.headers().clone();
+        Some(copy)
     }
 }

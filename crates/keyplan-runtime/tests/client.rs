@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use common::{K1, K2, current};
-use keyplan_runtime::client::{AddApiKeyLayer, SendWithApiKey as _};
+use keyplan_runtime::client::{AddApiKeyLayer, RetryUnauthorized, SendWithApiKey as _};
 use keyplan_runtime::record::Layout;
 use keyplan_runtime::server::RequireApiKeyLayer;
 use keyplan_runtime::source::MemoryStore;
@@ -169,4 +169,50 @@ async fn the_tower_client_layer_adds_the_key_and_refreshes_on_401() {
         .unwrap();
     assert_eq!(second.status(), 200);
     assert_eq!(second.into_body(), "ok");
+}
+
+#[tokio::test]
+async fn the_tower_retry_policy_resends_an_idempotent_request_with_the_new_key() {
+    let store = MemoryStore::default();
+    store.put(layout().accepts("catalog", "gateway"), current(K2));
+    store.put(layout().consumer_key("gateway", "catalog"), K1);
+    let keys = consumer(&store).await;
+    store.put(layout().consumer_key("gateway", "catalog"), K2);
+    let ring = KeyRing::builder("catalog")
+        .store(store.clone())
+        .environment("test")
+        .build()
+        .await
+        .unwrap();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let counter = handled.clone();
+    let server = tower::ServiceBuilder::new()
+        .layer(RequireApiKeyLayer::new(ring))
+        .service(tower::service_fn(move |_: axum::http::Request<String>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async {
+                Ok::<_, std::convert::Infallible>(axum::http::Response::new(String::from("ok")))
+            }
+        }));
+    let client = tower::ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(RetryUnauthorized::once()))
+        .layer(AddApiKeyLayer::new(keys.clone(), "catalog"))
+        .service(server);
+    // GET: the first try with K1 is refused, the keys refresh, the retry with K2 passes.
+    let response = client
+        .clone()
+        .oneshot(axum::http::Request::new(String::new()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+    // POST is never retried, so a refused POST stays refused and the handler is not reached.
+    store.put(layout().consumer_key("gateway", "catalog"), K1);
+    keys.refresh_now().await.unwrap();
+    let post = axum::http::Request::post("/orders")
+        .body(String::new())
+        .unwrap();
+    let response = client.oneshot(post).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
 }
