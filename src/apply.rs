@@ -66,6 +66,8 @@ impl Clock {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Failpoints {
     after_writes: Option<u64>,
+    /// Holds the lock this long before the first write (lock tests).
+    pause_before_writing: Option<std::time::Duration>,
 }
 
 impl Failpoints {
@@ -79,18 +81,24 @@ impl Failpoints {
     pub fn after_writes(n: u64) -> Self {
         Self {
             after_writes: Some(n),
+            pause_before_writing: None,
         }
     }
 
-    /// `KEYPLAN_FAILPOINT=N` stops after N writes (failpoints builds only).
+    /// `KEYPLAN_FAILPOINT=N` stops after N writes, and
+    /// `KEYPLAN_FAILPOINT_PAUSE_MS=M` holds the lock M ms before the first
+    /// write (failpoints builds only).
     pub fn from_env() -> Self {
         #[cfg(feature = "failpoints")]
-        if let Some(n) = std::env::var("KEYPLAN_FAILPOINT")
-            .ok()
-            .and_then(|v| v.parse().ok())
         {
-            return Self::after_writes(n);
+            let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+            Self {
+                after_writes: number("KEYPLAN_FAILPOINT"),
+                pause_before_writing: number("KEYPLAN_FAILPOINT_PAUSE_MS")
+                    .map(std::time::Duration::from_millis),
+            }
         }
+        #[cfg(not(feature = "failpoints"))]
         Self::none()
     }
 }
@@ -301,6 +309,11 @@ impl<'a> Executor<'a> {
 
     /// Before every remote write: the failpoint, then the lease.
     async fn before_write(&mut self) -> Result<(), ProviderError> {
+        if self.writes == 0
+            && let Some(pause) = self.failpoints.pause_before_writing
+        {
+            tokio::time::sleep(pause).await;
+        }
         if let Some(n) = self.failpoints.after_writes
             && self.writes >= n
         {

@@ -53,6 +53,8 @@ impl Labels {
             r#""sha256": "[A-Za-z0-9_-]{43}""#,
             r#""sha256": "<keys.toml>""#,
         );
+        // Instants stamped by an apply carry the seconds it took to get there.
+        settings.add_filter(r"T(\d\d:\d\d):\d\dZ", "T$1:ssZ");
         // Key ids include the lock id of the last apply (random).
         settings.add_filter(
             r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
@@ -108,22 +110,22 @@ fn plans_in_every_phase_render_as_human_json_and_markdown() {
         0,
     );
     // Promote due.
-    let out = labels.run(&mut ws, &["plan", "--at", "2027-02-01T00:10:00Z"]);
+    let out = labels.run(&mut ws, &["plan", "--at", "2027-02-01T00:11:30Z"]);
     labels.snapshot("promote_human", &stdout(&out));
     assert_code(
         &labels.run(
             &mut ws,
-            &["apply", "--auto-approve", "--at", "2027-02-01T00:10:00Z"],
+            &["apply", "--auto-approve", "--at", "2027-02-01T00:11:30Z"],
         ),
         0,
     );
     // Retire due.
-    let out = labels.run(&mut ws, &["plan", "--at", "2027-02-02T00:10:00Z"]);
+    let out = labels.run(&mut ws, &["plan", "--at", "2027-02-02T00:13:00Z"]);
     labels.snapshot("retire_human", &stdout(&out));
     assert_code(
         &labels.run(
             &mut ws,
-            &["apply", "--auto-approve", "--at", "2027-02-02T00:10:00Z"],
+            &["apply", "--auto-approve", "--at", "2027-02-02T00:13:00Z"],
         ),
         0,
     );
@@ -186,20 +188,24 @@ fn expedited_and_immediate_rotations_say_what_callers_see() {
         ],
     );
     assert_code(&out, 0);
-    let out = labels.run(&mut ws, &["plan", "--at", "2027-01-01T02:10:00Z"]);
+    let out = labels.run(&mut ws, &["plan", "--at", "2027-01-01T02:11:30Z"]);
     labels.snapshot("expedite_promote_human", &stdout(&out));
     assert_code(
         &labels.run(
             &mut ws,
-            &["apply", "--auto-approve", "--at", "2027-01-01T02:10:00Z"],
+            &["apply", "--auto-approve", "--at", "2027-01-01T02:11:30Z"],
         ),
         0,
     );
     let doc = ws.accepts("product-inventory", "gateway").unwrap();
     let previous = doc.keys.iter().find(|k| k.until.is_some()).unwrap();
     let until = previous.until.unwrap();
-    // The expedited grace is the smallest the rules allow (288 s for 60 s readers), not 1d.
-    assert_eq!(until.to_string(), "2027-01-01T02:14:48Z");
+    // The expedited grace is the smallest the rules allow (288 s for 60 s
+    // readers), not 1d: until = promote time (02:11:30, plus however long the
+    // apply took) + 4m48s.
+    let promoted: jiff::Timestamp = "2027-01-01T02:11:30Z".parse().unwrap();
+    let grace = until.duration_since(promoted).as_secs();
+    assert!((288..288 + 60).contains(&grace), "until {until}");
     ws.assert_no_leaks();
 }
 

@@ -133,7 +133,7 @@ fn the_estate_on_ssm_creates_rotates_and_revokes() {
     // Promote after propagation: the consumer gets the new key, the old one stays accepted.
     let out = run(
         &mut ws,
-        &["apply", "--auto-approve", "--at", "2027-01-31T00:11:00Z"],
+        &["apply", "--auto-approve", "--at", "2027-01-31T01:00:00Z"],
     );
     assert_code(&out, 0);
     assert!(
@@ -153,7 +153,7 @@ fn the_estate_on_ssm_creates_rotates_and_revokes() {
     // Retire after grace: only the new key is accepted.
     let out = run(
         &mut ws,
-        &["apply", "--auto-approve", "--at", "2027-02-01T00:12:00Z"],
+        &["apply", "--auto-approve", "--at", "2027-02-01T02:00:00Z"],
     );
     assert_code(&out, 0);
     assert!(
@@ -170,7 +170,7 @@ fn the_estate_on_ssm_creates_rotates_and_revokes() {
                 "plan",
                 "--detailed-exitcode",
                 "--at",
-                "2027-02-01T00:13:00Z",
+                "2027-02-01T02:01:00Z",
             ],
         ),
         0,
@@ -215,5 +215,65 @@ fn the_estate_on_ssm_creates_rotates_and_revokes() {
         ),
         0,
     );
+    ws.assert_no_leaks();
+}
+
+/// While one `keyplan apply` holds the lock (paused by a failpoint before its
+/// first write), a second fails naming the holder, and a third with
+/// `--lock-timeout` waits for it and then goes on.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_second_apply_fails_naming_the_holder_or_waits_with_lock_timeout() {
+    let environment = unique_name("lock");
+    let mut ws = Workspace::new(&ssm_estate(&environment));
+    let lock = Layout::new("/keyplan", &environment).lock();
+    let first = ws
+        .command(&["apply", "--auto-approve"])
+        .envs(moto().aws_env())
+        .env("KEYPLAN_FAILPOINT_PAUSE_MS", "6000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let holder_pid = first.id();
+    // Wait until the first apply holds the lock.
+    let started = std::time::Instant::now();
+    loop {
+        let probe = Command::new(venv_bin("aws"))
+            .args(["ssm", "get-parameter", "--name", &lock])
+            .envs(moto().aws_env())
+            .output()
+            .unwrap();
+        if probe.status.success() {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the first apply never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let second = run(&mut ws, &["apply", "--auto-approve"]);
+    assert_code(&second, 1);
+    let err = crate::support::stderr(&second);
+    assert!(err.contains("the apply lock is held by"), "{err}");
+    assert!(err.contains(&format!("pid {holder_pid}")), "{err}");
+
+    let third = run(
+        &mut ws,
+        &["apply", "--auto-approve", "--lock-timeout", "90s"],
+    );
+    let first = first.wait_with_output().unwrap();
+    ws.record(&first);
+    assert_code(&first, 0);
+    assert!(
+        stdout(&first).contains("Apply complete: 3 create"),
+        "{}",
+        stdout(&first)
+    );
+    assert_code(&third, 0);
+    let err = crate::support::stderr(&third);
+    assert!(err.contains("waiting for the apply lock held by"), "{err}");
+    assert!(stdout(&third).contains("No changes"), "{}", stdout(&third));
     ws.assert_no_leaks();
 }
