@@ -341,6 +341,14 @@ impl<'a> Executor<'a> {
             step: step_name(step).to_owned(),
             source,
         };
+        // A document keyplan would refuse to read is never written.
+        let accepts_failed = |e: Result<ProviderError, String>| match e {
+            Ok(source) => failed(source),
+            Err(why) => ApplyError::Document {
+                edge: edge.to_string(),
+                why,
+            },
+        };
         self.before_write().await.map_err(failed)?;
         let staged_name = self.layout.staged(&edge.service, &edge.consumer);
         match step {
@@ -415,24 +423,12 @@ impl<'a> Executor<'a> {
                 }
                 self.put_accepts(edge, &AcceptsDocument::new(entries))
                     .await
-                    .map_err(|e| match e {
-                        Ok(source) => failed(source),
-                        Err(why) => ApplyError::Document {
-                            edge: edge.to_string(),
-                            why,
-                        },
-                    })?;
+                    .map_err(accepts_failed)?;
             }
             Step::WriteTombstone { ids } => {
                 self.put_accepts(edge, &AcceptsDocument::tombstone(ids.clone()))
                     .await
-                    .map_err(|e| match e {
-                        Ok(source) => failed(source),
-                        Err(why) => ApplyError::Document {
-                            edge: edge.to_string(),
-                            why,
-                        },
-                    })?;
+                    .map_err(accepts_failed)?;
             }
             Step::WriteConsumerKey { generation } => {
                 let key = self.key(edge, context).await?;

@@ -71,4 +71,14 @@ impl Backend {
             lock,
         })
     }
+
+    /// "the local store at … and the local authority at …", for the context
+    /// of errors while observing.
+    pub fn describe(&self) -> String {
+        format!(
+            "the {} and the {}",
+            self.store.describe(),
+            self.authority.describe()
+        )
+    }
 }

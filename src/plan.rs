@@ -284,6 +284,15 @@ pub fn grace_for(timing: &Timing, mode: Mode) -> SignedDuration {
     }
 }
 
+/// Why a scheduled stage is due: "due since 2027-03-02T10:00Z (every 30d)".
+fn due_reason(due: Timestamp, timing: &Timing) -> String {
+    format!(
+        "due since {} (every {})",
+        stamp(due),
+        fmt_duration(timing.every)
+    )
+}
+
 fn stamp(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%MZ").to_string()
 }
@@ -542,11 +551,7 @@ impl EdgePlanner<'_> {
             self.start(
                 Mode::Normal,
                 ActionKind::Stage,
-                format!(
-                    "due since {} (every {})",
-                    stamp(due),
-                    fmt_duration(timing.every)
-                ),
+                due_reason(due, timing),
                 due,
             );
         } else {
@@ -574,11 +579,7 @@ impl EdgePlanner<'_> {
             self.start_from(
                 Mode::Normal,
                 ActionKind::Stage,
-                format!(
-                    "due since {} (every {})",
-                    stamp(due),
-                    fmt_duration(timing.every)
-                ),
+                due_reason(due, timing),
                 due,
                 Some(&after),
             );

@@ -126,13 +126,7 @@ async fn locked(
         std::time::Duration::from_secs(30),
     )
     .await
-    .with_context(|| {
-        format!(
-            "reading the {} and the {}",
-            backend.store.describe(),
-            backend.authority.describe()
-        )
-    })?;
+    .with_context(|| format!("reading {}", backend.describe()))?;
     let approved_by_file = saved.is_some();
     let file = match saved {
         Some(saved) => {

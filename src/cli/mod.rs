@@ -181,13 +181,7 @@ async fn observe_and_plan(
         backend.authority.as_ref(),
     )
     .await
-    .with_context(|| {
-        format!(
-            "reading the {} and the {}",
-            backend.store.describe(),
-            backend.authority.describe()
-        )
-    })?;
+    .with_context(|| format!("reading {}", backend.describe()))?;
     let now = at.unwrap_or_else(Timestamp::now);
     let plan = crate::plan::plan(config, &observed, now);
     Ok((observed, plan))
