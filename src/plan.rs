@@ -192,11 +192,6 @@ impl Plan {
     pub fn count(&self, kind: ActionKind) -> usize {
         self.actions.iter().filter(|a| a.kind == kind).count()
     }
-
-    /// Whether applying it deletes access somebody has (a revoke).
-    pub fn revokes(&self) -> bool {
-        self.count(ActionKind::Revoke) > 0
-    }
 }
 
 /// A forced rotation asked for by `keyplan rotate`.
@@ -207,7 +202,7 @@ pub enum Force {
     Immediately,
 }
 
-/// Plans every edge. `forced` lists edges `keyplan rotate` stages now.
+/// Plans every edge at `now`.
 pub fn plan(config: &Config, observed: &Observed, now: Timestamp) -> Plan {
     plan_with(config, observed, now, &BTreeMap::new())
 }
@@ -369,6 +364,15 @@ impl EdgePlanner<'_> {
         });
     }
 
+    /// The previous key of `generation` stays accepted until `until`.
+    fn wait_for_retire(&mut self, generation: u64, until: Timestamp) {
+        self.wait(
+            ActionKind::Retire,
+            until,
+            format!("previous gen {generation} until {}", stamp(until)),
+        );
+    }
+
     fn problem(&mut self, message: String) {
         self.out.problems.push(Problem {
             edge: self.edge.clone(),
@@ -488,15 +492,7 @@ impl EdgePlanner<'_> {
         if let Some(previous) = doc.key_in(KeyState::Previous) {
             let until = previous.until.unwrap_or(previous.staged);
             if self.now < until {
-                return self.wait(
-                    ActionKind::Retire,
-                    until,
-                    format!(
-                        "previous gen {} until {}",
-                        previous.generation,
-                        stamp(until)
-                    ),
-                );
+                return self.wait_for_retire(previous.generation, until);
             }
             let mut steps = self.delete_existing([previous.id.clone()], "");
             steps.push(Step::WriteAccepts {
@@ -862,15 +858,7 @@ impl EdgePlanner<'_> {
                             interrupted,
                             steps,
                         );
-                        return self.wait(
-                            ActionKind::Retire,
-                            until,
-                            format!(
-                                "previous gen {} until {}",
-                                previous.generation,
-                                stamp(until)
-                            ),
-                        );
+                        return self.wait_for_retire(previous.generation, until);
                     }
                     steps.extend(self.delete_existing(
                         std::iter::once(previous.id.clone()).chain(intent.replaces.iter().cloned()),

@@ -12,7 +12,7 @@ use keyplan_runtime::record::{KeyState, digest_prefix};
 
 use crate::config::{Config, Edge};
 use crate::observe::{Observed, Versioned};
-use crate::plan::{Action, ActionKind, Plan};
+use crate::plan::{Action, ActionKind, Plan, Waiting};
 use crate::plan_file::{PlanFile, written_lines};
 
 const ORDER: [ActionKind; 7] = [
@@ -36,6 +36,13 @@ fn style(kind: ActionKind) -> Style {
 
 fn bold() -> Style {
     Style::new().bold()
+}
+
+/// Waiting steps, soonest first.
+fn by_due(waiting: &[Waiting]) -> Vec<&Waiting> {
+    let mut sorted: Vec<&Waiting> = waiting.iter().collect();
+    sorted.sort_by_key(|w| w.due);
+    sorted
 }
 
 /// An instant as plans show it: minutes, UTC.
@@ -145,9 +152,7 @@ pub fn plan_human(file: &PlanFile) -> String {
     }
     if !plan.waiting.is_empty() {
         let _ = writeln!(out, "\nWaiting (not due yet):");
-        let mut waiting = plan.waiting.clone();
-        waiting.sort_by_key(|w| w.due);
-        for w in &waiting {
+        for w in by_due(&plan.waiting) {
             let _ = writeln!(
                 out,
                 "    {} {} at {}: {}",
@@ -246,9 +251,7 @@ pub fn plan_markdown(file: &PlanFile) -> String {
             "<details><summary>Waiting: {} step(s) not due yet</summary>\n\n| step | edge | due | why |\n|---|---|---|---|",
             plan.waiting.len()
         );
-        let mut waiting = plan.waiting.clone();
-        waiting.sort_by_key(|w| w.due);
-        for w in &waiting {
+        for w in by_due(&plan.waiting) {
             let _ = writeln!(
                 out,
                 "| {} | `{}` | {} | {} |",

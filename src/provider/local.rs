@@ -299,15 +299,7 @@ impl Authority for LocalAuthority {
                 what: format!("authority key {}", request.id),
             });
         }
-        let now = Timestamp::now();
-        self.save(&AuthorityKey {
-            id: request.id.clone(),
-            name: request.name.clone(),
-            attributes: request.attributes.clone(),
-            expires: None,
-            created: now,
-            updated: now,
-        })?;
+        self.save(&AuthorityKey::minted(request, Timestamp::now()))?;
         Ok(Secret::generate())
     }
 

@@ -202,18 +202,8 @@ impl Authority for MemoryAuthority {
                 what: format!("authority key {}", request.id),
             });
         }
-        let now = state.time;
-        state.authority.insert(
-            request.id.clone(),
-            AuthorityKey {
-                id: request.id.clone(),
-                name: request.name.clone(),
-                attributes: request.attributes.clone(),
-                expires: None,
-                created: now,
-                updated: now,
-            },
-        );
+        let record = AuthorityKey::minted(request, state.time);
+        state.authority.insert(request.id.clone(), record);
         state.writes += 1;
         Ok(Secret::generate())
     }

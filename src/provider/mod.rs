@@ -89,6 +89,20 @@ pub struct AuthorityKey {
     pub updated: Timestamp,
 }
 
+impl AuthorityKey {
+    /// The record of a key just minted from `request` at `now`.
+    pub fn minted(request: &MintRequest, now: Timestamp) -> Self {
+        Self {
+            id: request.id.clone(),
+            name: request.name.clone(),
+            attributes: request.attributes.clone(),
+            expires: None,
+            created: now,
+            updated: now,
+        }
+    }
+}
+
 /// What to mint: the id is chosen by keyplan before minting (see `crate::ids`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MintRequest {
