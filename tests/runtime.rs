@@ -13,21 +13,7 @@ use crate::support::{Workspace, assert_code, estate};
 fn consumer_key(ws: &Workspace, environment: &str, via_ssm: bool) -> String {
     let name = Layout::new("/keyplan", environment).consumer_key("gateway", "product-catalog");
     if via_ssm {
-        let output = std::process::Command::new(keyplan_test_support::venv_bin("aws"))
-            .args(["ssm", "get-parameter", "--with-decryption", "--name", &name])
-            .args(["--query", "Parameter.Value", "--output", "text"])
-            .envs(moto().aws_env())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .trim_end()
-            .to_owned()
+        crate::ssm::cli::aws_get(&name)
     } else {
         ws.consumer_key("gateway", "product-catalog").unwrap()
     }

@@ -34,7 +34,8 @@ fn run(ws: &mut Workspace, args: &[&str]) -> Output {
     output
 }
 
-fn aws_get(name: &str) -> String {
+/// A parameter's value, read by awscli with decryption.
+pub fn aws_get(name: &str) -> String {
     let output = Command::new(venv_bin("aws"))
         .args(["ssm", "get-parameter", "--with-decryption", "--name", name])
         .args(["--query", "Parameter.Value", "--output", "text"])
@@ -52,7 +53,9 @@ fn aws_get(name: &str) -> String {
         .to_owned()
 }
 
-fn python_state(name: &str, key: &str) -> String {
+/// The state in which a Python reader of the layout finds `key` in the
+/// accepts document `name` (it checks by digest).
+pub fn python_state(name: &str, key: &str) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ssm/check_accepts.py");
     let mut child = Command::new(venv_bin("python"))
         .arg(script)

@@ -2,8 +2,6 @@
 //! test binary, each test in an environment of its own.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +12,7 @@ use keyplan::provider::ssm::{SsmLockSettings, SsmSettings, SsmStore};
 use keyplan::provider::{Lock, LockError, LockRecord, Store};
 use keyplan::secret::Secret;
 use keyplan_runtime::record::{AcceptedKey, AcceptsDocument, Fingerprint, KeyState, Layout};
-use keyplan_test_support::{moto, unique_name, venv_bin};
+use keyplan_test_support::{moto, unique_name};
 
 fn credentials() -> Credentials {
     Credentials::new("testing", "testing", None, None, "keyplan-tests")
@@ -276,46 +274,14 @@ async fn awscli_and_python_read_what_the_store_wrote() {
         .await
         .unwrap();
 
-    let output = Command::new(venv_bin("aws"))
-        .args(["ssm", "get-parameter", "--with-decryption", "--name"])
-        .arg(l.consumer_key("gateway", "catalog"))
-        .args(["--query", "Parameter.Value", "--output", "text"])
-        .envs(moto().aws_env())
-        .output()
-        .expect("run aws");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     assert_eq!(
-        String::from_utf8(output.stdout).unwrap().trim_end(),
+        super::cli::aws_get(&l.consumer_key("gateway", "catalog")),
         key.expose()
     );
-
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ssm/check_accepts.py");
-    let mut child = Command::new(venv_bin("python"))
-        .arg(script)
-        .arg(l.accepts("catalog", "gateway"))
-        .envs(moto().aws_env())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(key.expose().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    assert_eq!(
+        super::cli::python_state(&l.accepts("catalog", "gateway"), key.expose()),
+        "current"
     );
-    assert_eq!(String::from_utf8(output.stdout).unwrap().trim(), "current");
 }
 
 fn lock_settings() -> SsmLockSettings {
